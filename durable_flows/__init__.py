@@ -1,0 +1,78 @@
+"""durable_flows: Inngest-style durable workflows for Django, in your own database.
+
+The public API (see SPEC.md): decorate functions with ``@function``, send
+events with ``send()``, and run ``python manage.py runflows``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Batch",
+    "Cancel",
+    "Concurrency",
+    "Context",
+    "Debounce",
+    "Event",
+    "NonRetriableError",
+    "Priority",
+    "RateLimit",
+    "RetryAfterError",
+    "Singleton",
+    "StepError",
+    "Throttle",
+    "Timeouts",
+    "TriggerCron",
+    "TriggerEvent",
+    "__version__",
+    "cancel",
+    "function",
+    "rerun",
+    "send",
+]
+
+# Importing the package must not import models before Django's app registry
+# is ready (settings modules and AppConfigs import it), so names that touch
+# models are loaded on first access.
+_LAZY = {
+    "Context": "durable_flows.engine.context",
+    "Event": "durable_flows.events",
+    "send": "durable_flows.events",
+    "cancel": "durable_flows.control",
+    "rerun": "durable_flows.control",
+}
+
+from .exceptions import NonRetriableError, RetryAfterError, StepError  # noqa: E402
+from .registry import (  # noqa: E402
+    Batch,
+    Cancel,
+    Concurrency,
+    Debounce,
+    Priority,
+    RateLimit,
+    Singleton,
+    Throttle,
+    Timeouts,
+    TriggerCron,
+    TriggerEvent,
+    function,
+)
+
+if TYPE_CHECKING:
+    from .control import cancel, rerun
+    from .engine.context import Context
+    from .events import Event, send
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'durable_flows' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

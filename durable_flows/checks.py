@@ -1,0 +1,53 @@
+"""System checks (``manage.py check``), with stable ids."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core import checks
+
+from .exceptions import ConfigurationError
+
+
+@checks.register()
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    from .conf import flow_settings
+
+    errors: list[checks.CheckMessage] = []
+    try:
+        flow_settings.check()
+    except ConfigurationError as exc:
+        errors.append(
+            checks.Error(
+                str(exc), hint="See the Settings section of the README.", id="durable_flows.E001"
+            )
+        )
+        return errors
+    alias = flow_settings.DATABASE
+    if alias not in settings.DATABASES:
+        errors.append(
+            checks.Error(
+                f"DURABLE_FLOWS['DATABASE'] is {alias!r}, which is not in DATABASES.",
+                hint="Name one of the aliases in DATABASES.",
+                id="durable_flows.E002",
+            )
+        )
+        return errors
+    engine = settings.DATABASES[alias].get("ENGINE", "")
+    if not engine.endswith(("postgresql", "sqlite3")):
+        errors.append(
+            checks.Warning(
+                f"durable_flows is tested on PostgreSQL and SQLite only, not {engine!r}.",
+                id="durable_flows.W001",
+            )
+        )
+    if "rest_framework" not in settings.INSTALLED_APPS:
+        errors.append(
+            checks.Warning(
+                "'rest_framework' is not in INSTALLED_APPS; the durable_flows API needs it.",
+                hint="Add 'rest_framework' to INSTALLED_APPS.",
+                id="durable_flows.W002",
+            )
+        )
+    return errors

@@ -1,0 +1,66 @@
+"""What user code sees: ``ctx`` and ``ctx.step``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ..events import Event
+
+if TYPE_CHECKING:
+    from .executor import Execution
+
+_base_logger = logging.getLogger("durable_flows.run")
+
+
+class _NotReplaying(logging.Filter):
+    def __init__(self, execution: Execution) -> None:
+        super().__init__()
+        self._execution = execution
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not self._execution.replaying
+
+
+def _run_logger(execution: Execution) -> logging.Logger:
+    # A fresh, unregistered Logger per run: it is collected with the run, and
+    # its filter drops lines that a replay would otherwise log a second time.
+    logger = logging.Logger(f"durable_flows.run.{execution.run.function_id}")
+    logger.parent = _base_logger
+    logger.addFilter(_NotReplaying(execution))
+    return logger
+
+
+class Steps:
+    """``ctx.step``: every call is a checkpoint, executed once and then memoized."""
+
+    def __init__(self, execution: Execution) -> None:
+        self._execution = execution
+
+    def run(self, step_id: str, fn: Callable[..., Any], *args: Any, atomic: bool = True) -> Any:
+        """Run ``fn(*args)`` once and return its (JSON) result, memoized across replays.
+
+        With ``atomic=True`` the function's database writes and the checkpoint
+        commit in one transaction.
+        """
+        if not callable(fn):
+            raise TypeError(f"ctx.step.run({step_id!r}, fn): fn must be callable, got {fn!r}")
+        return self._execution.run_step(step_id, fn, args, atomic=atomic)
+
+
+class Context:
+    """The argument of every durable function."""
+
+    def __init__(self, execution: Execution, event: Event | None, events: list[Event]) -> None:
+        run = execution.run
+        self.event = event
+        self.events = events
+        self.run_id: str = run.pk
+        self.function_id: str = run.function_id
+        self.attempt: int = run.attempt
+        self.logger = _run_logger(execution)
+        self.step = Steps(execution)
+
+    def __repr__(self) -> str:
+        return f"<Context {self.function_id} run={self.run_id}>"

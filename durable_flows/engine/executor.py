@@ -1,0 +1,251 @@
+"""Executing one leased run: replay from checkpoints, execute new steps, decide the outcome.
+
+A run that stays on one worker executes its function once, top to bottom:
+each new step runs inline and is checkpointed as it completes. Replay (the
+function re-entered from the top, completed steps answered from their
+records) happens only when a run resumes: after a crash, a retry or a sleep.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from contextlib import contextmanager
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from ..conf import flow_settings
+from ..events import Event
+from ..exceptions import (
+    Interrupt,
+    LeaseLost,
+    NestedStepError,
+    NonDeterminismError,
+    NonRetriableError,
+    RunCancelled,
+    StepError,
+    TooManyStepsError,
+)
+from ..faults import fault_point
+from ..models import Run, RunStatus, Step, StepKind, StepStatus
+from ..registry import Function
+from . import retry, state
+from .context import Context
+
+log = logging.getLogger("durable_flows.worker")
+
+
+class Suspended(Interrupt):
+    """The run's next state is already committed (a retry is scheduled)."""
+
+
+class Released(Interrupt):
+    """The worker is stopping; hand the run back before starting another step."""
+
+
+class Execution:
+    """One pass of a run's function on this worker, holding its lease token."""
+
+    def __init__(
+        self,
+        run: Run,
+        token: str,
+        function: Function,
+        using: str,
+        stopping: threading.Event | None = None,
+    ) -> None:
+        self.run = run
+        self.token = token
+        self.function = function
+        self.using = using
+        self.stopping = stopping or threading.Event()
+        self.memos: dict[str, Step] = {
+            step.name: step for step in Step.objects.using(using).filter(run_id=run.pk)
+        }
+        # Code before the last recorded step has run before: it is being replayed.
+        self._pending_memos = set(self.memos)
+        self._seen: dict[str, int] = {}
+        self._position = 0
+        self._in_step = False
+        self.cancel_requested = run.cancel_requested
+        event = Event.from_model(run.event) if run.event_id and run.event else None
+        self.ctx = Context(self, event, [event] if event else [])
+
+    @property
+    def replaying(self) -> bool:
+        return bool(self._pending_memos)
+
+    # --- the whole run ------------------------------------------------------
+
+    def execute(self) -> None:
+        run, using = self.run, self.using
+        try:
+            self._boundary()
+            value = self.function.fn(self.ctx)
+            output = state.encode_output(value, what="function result")
+            if self.cancel_requested:
+                raise RunCancelled()
+            state.finish(run, self.token, using, RunStatus.COMPLETED, output=output)
+        except RunCancelled:
+            state.finish(run, self.token, using, RunStatus.CANCELLED, error=state.cancelled_error())
+        except Released:
+            state.release(run, self.token, using, timezone.now())
+        except LeaseLost as exc:
+            log.warning("run %s: lease lost, leaving it to its new owner (%s)", run.pk, exc)
+        except Suspended:
+            pass
+        except (StepError, NonRetriableError, NonDeterminismError) as exc:
+            self._fail(exc)
+        except Exception as exc:
+            self._function_error(exc)
+
+    def _fail(self, exc: BaseException) -> None:
+        error = retry.error_dict(exc)
+        log.info("run %s of %s failed: %s", self.run.pk, self.function.id, error["message"])
+        state.finish(self.run, self.token, self.using, RunStatus.FAILED, error=error)
+
+    def _function_error(self, exc: Exception) -> None:
+        """Code outside steps raised: retry the function per ``retries``, then fail."""
+        failures = self.run.attempt + 1
+        when = retry.retry_at(exc, failures, self.function.retries)
+        if when is None:
+            self._fail(exc)
+            return
+        state.release(
+            self.run,
+            self.token,
+            self.using,
+            when,
+            attempt=failures,
+            error=retry.error_dict(exc),
+        )
+
+    # --- steps ----------------------------------------------------------------
+
+    def _boundary(self) -> None:
+        """Between steps: honour a cancel request, or a worker that is stopping."""
+        if self.cancel_requested:
+            raise RunCancelled()
+        if self.stopping.is_set():
+            raise Released()
+
+    def _reach(self, step_id: str, kind: StepKind) -> tuple[str, int, Step | None]:
+        """Name the step reached (``id``, ``id:1``...), find its record, check determinism."""
+        if self._in_step:
+            raise NestedStepError(f"step {step_id!r} was called inside another step's function")
+        if not isinstance(step_id, str) or not step_id:
+            raise ValueError(f"a step id must be a non-empty string, got {step_id!r}")
+        count = self._seen.get(step_id, 0)
+        self._seen[step_id] = count + 1
+        name = f"{step_id}:{count}" if count else step_id
+        position = self._position
+        self._position += 1
+        if self._position > flow_settings.MAX_STEPS_PER_RUN:
+            raise TooManyStepsError(
+                f"run reached MAX_STEPS_PER_RUN ({flow_settings.MAX_STEPS_PER_RUN}) steps"
+            )
+        memo = self.memos.get(name)
+        if memo is not None and memo.kind != kind:
+            raise NonDeterminismError(
+                f"step {name!r} was recorded as a {memo.kind!r} step but the function now "
+                f"calls it as {kind.value!r}: the function changed between executions"
+            )
+        self._pending_memos.discard(name)
+        return name, position, memo
+
+    @contextmanager
+    def _inside_step(self):
+        self._in_step = True
+        try:
+            yield
+        finally:
+            self._in_step = False
+
+    def run_step(
+        self, step_id: str, fn: Callable[..., Any], args: tuple[Any, ...], *, atomic: bool
+    ) -> Any:
+        name, position, memo = self._reach(step_id, StepKind.RUN)
+        if memo is not None and memo.status == StepStatus.COMPLETED:
+            return memo.output
+        if memo is not None and memo.status == StepStatus.FAILED:
+            raise self._step_error(name, memo.error or {})
+        self._boundary()
+        attempt = memo.attempts if memo else 0
+        self.ctx.attempt = attempt
+        started_at = memo.started_at if memo and memo.started_at else timezone.now()
+        checkpoint = {
+            "name": name,
+            "kind": StepKind.RUN,
+            "position": position,
+            "status": StepStatus.COMPLETED,
+            "attempts": attempt + 1,
+            "started_at": started_at,
+            "error": None,
+        }
+        try:
+            if atomic:
+                with transaction.atomic(using=self.using), self._inside_step():
+                    cancel = state.fence(self.run, self.token, self.using)
+                    output = state.encode_output(fn(*args))
+                    fault_point("after_effect")
+                    step = self._save(memo, output=output, **checkpoint)
+            else:
+                with self._inside_step():
+                    output = state.encode_output(fn(*args))
+                fault_point("after_effect")
+                with transaction.atomic(using=self.using):
+                    cancel = state.fence(self.run, self.token, self.using)
+                    step = self._save(memo, output=output, **checkpoint)
+            fault_point("after_checkpoint")
+        except Interrupt:
+            raise
+        except Exception as exc:
+            return self._step_failed(exc, memo, checkpoint)
+        finally:
+            self.ctx.attempt = self.run.attempt
+        self.cancel_requested = self.cancel_requested or cancel
+        self.memos[name] = step
+        return output
+
+    def _save(self, memo: Step | None, **fields: Any) -> Step:
+        return state.save_step(self.using, self.run, memo, ended_at=timezone.now(), **fields)
+
+    def _step_failed(self, exc: Exception, memo: Step | None, checkpoint: dict[str, Any]) -> Any:
+        failures = checkpoint["attempts"]
+        when = retry.retry_at(exc, failures, self.function.retries)
+        error = retry.error_dict(exc)
+        fields = {**checkpoint, "error": error, "output": None}
+        with transaction.atomic(using=self.using):
+            if when is None:
+                state.fence(self.run, self.token, self.using)
+                step = self._save(memo, **{**fields, "status": StepStatus.FAILED})
+            else:
+                # The failed attempt and the run's release commit together.
+                state.release(self.run, self.token, self.using, when)
+                step = state.save_step(
+                    self.using,
+                    self.run,
+                    memo,
+                    ended_at=None,
+                    **{**fields, "status": StepStatus.RUNNING},
+                )
+        if when is not None:
+            log.info(
+                "run %s step %s failed (attempt %d), retrying at %s: %s",
+                self.run.pk,
+                step.name,
+                failures,
+                when.isoformat(),
+                error["message"],
+            )
+            raise Suspended()
+        self.memos[step.name] = step
+        raise self._step_error(step.name, error)
+
+    @staticmethod
+    def _step_error(name: str, error: dict[str, Any]) -> StepError:
+        message = f"step {name!r} failed: {error.get('type', 'Error')}: {error.get('message', '')}"
+        return StepError(message, step_id=name, error=error)

@@ -1,0 +1,50 @@
+"""The retry policy: given an error and the attempts made, retry at a time, or give up."""
+
+from __future__ import annotations
+
+import random
+import traceback
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.utils import timezone
+
+from ..conf import flow_settings
+from ..durations import parse_duration
+from ..exceptions import NonRetriableError, RetryAfterError, StepError
+
+
+def backoff(failures: int) -> timedelta:
+    """Delay before retry number ``failures`` (1-based): the table's value plus jitter."""
+    table = flow_settings.RETRY_BACKOFF_SECONDS
+    base = table[min(failures - 1, len(table) - 1)]
+    jitter = random.uniform(0, flow_settings.RETRY_JITTER_SECONDS)
+    return timedelta(seconds=base + jitter)
+
+
+def retry_at(exc: BaseException, failures: int, retries: int) -> datetime | None:
+    """When to try again after the ``failures``-th failed attempt, or None to give up."""
+    if isinstance(exc, NonRetriableError | StepError) or failures > retries:
+        return None
+    now = timezone.now()
+    if isinstance(exc, RetryAfterError):
+        value = exc.retry_after
+        if isinstance(value, datetime):
+            return max(now, value)
+        try:
+            return now + parse_duration(value, what="retry_after")
+        except ValueError:
+            pass
+    return now + backoff(failures)
+
+
+def error_dict(exc: BaseException) -> dict[str, Any]:
+    """An exception as stored JSON: ``type``, ``message`` and ``traceback``."""
+    if isinstance(exc, StepError) and exc.error:
+        return dict(exc.error)
+    message = getattr(exc, "message", None) or str(exc)
+    return {
+        "type": type(exc).__name__,
+        "message": str(message),
+        "traceback": "".join(traceback.format_exception(exc)),
+    }

@@ -1,0 +1,212 @@
+"""``send()``: validate, deduplicate by id, fan out to matching functions, in one transaction."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from . import models, notify
+from .conf import db_alias, flow_settings
+from .exceptions import EventTooLargeError, EventValidationError
+from .registry import RESERVED_PREFIX, registry
+
+
+@dataclass
+class Event:
+    """An event to send, or the event a run received (``ctx.event``)."""
+
+    name: str
+    data: dict[str, Any] = field(default_factory=dict)
+    id: str | None = None
+    ts: int | datetime | None = None
+
+    @classmethod
+    def from_model(cls, event: models.Event) -> Event:
+        return cls(name=event.name, data=event.data, id=event.id, ts=event.ts)
+
+
+def ms(when: datetime) -> int:
+    return int(when.timestamp() * 1000)
+
+
+def from_ms(value: int) -> datetime:
+    return datetime.fromtimestamp(value / 1000, tz=timezone.UTC)
+
+
+def _reject_constant(value: str) -> None:
+    raise ValueError(f"{value} is not valid JSON")
+
+
+def parse_json_body(body: bytes | str) -> Any:
+    """Strict JSON for HTTP bodies: NaN and Infinity are refused."""
+    return json.loads(body, parse_constant=_reject_constant)
+
+
+def _normalise(item: Any, index: int, *, system: bool) -> dict[str, Any]:
+    where = f"event {index}" if index else "event"
+    if isinstance(item, Event):
+        raw: Mapping[str, Any] = {
+            "name": item.name,
+            "data": item.data,
+            "id": item.id,
+            "ts": item.ts,
+        }
+    elif isinstance(item, Mapping):
+        raw = item
+    else:
+        raise EventValidationError(f"{where}: expected an event object, got {type(item).__name__}")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise EventValidationError(f"{where}: 'name' must be a non-empty string")
+    if len(name) > 255:
+        raise EventValidationError(f"{where}: 'name' is longer than 255 characters")
+    if name.startswith(RESERVED_PREFIX) and not system:
+        raise EventValidationError(f"{where}: names beginning {RESERVED_PREFIX!r} are reserved")
+    data = raw.get("data")
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise EventValidationError(f"{where}: 'data' must be a JSON object")
+    event_id = raw.get("id")
+    if event_id is not None and (
+        not isinstance(event_id, str) or not event_id.strip() or len(event_id) > 255
+    ):
+        raise EventValidationError(f"{where}: 'id' must be a non-empty string of <= 255 characters")
+    ts = raw.get("ts")
+    if ts is None:
+        ts = ms(timezone.now())
+    elif isinstance(ts, datetime):
+        if timezone.is_naive(ts):
+            raise EventValidationError(f"{where}: 'ts' must be timezone-aware")
+        ts = ms(ts)
+    elif isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts) or ts < 0:
+        raise EventValidationError(f"{where}: 'ts' must be milliseconds since the epoch")
+    else:
+        ts = int(ts)
+    try:
+        encoded = json.dumps(data, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise EventValidationError(f"{where}: 'data' is not JSON-serialisable: {exc}") from None
+    if "\\u0000" in encoded:
+        raise EventValidationError(f"{where}: 'data' must not contain NUL characters")
+    size = len(encoded) + len(name) + len(event_id or "")
+    if size > flow_settings.MAX_EVENT_BYTES:
+        raise EventTooLargeError(
+            f"{where} is {size} bytes, over MAX_EVENT_BYTES ({flow_settings.MAX_EVENT_BYTES})"
+        )
+    return {"id": event_id, "name": name, "data": data, "ts": ts}
+
+
+def send(events: Event | Mapping[str, Any] | Iterable[Event | Mapping[str, Any]]) -> list[str]:
+    """Store events and start the runs they trigger; returns the event ids in order.
+
+    Inside ``transaction.atomic()`` the events and their runs commit or roll back
+    with the caller. A sender-given ``id`` seen in the last 24 h starts no new runs.
+    """
+    return _send(events, system=False)
+
+
+def _send(events: Any, *, system: bool) -> list[str]:
+    if isinstance(events, Event | Mapping):
+        items = [events]
+    else:
+        items = list(events)
+    normalised = [_normalise(item, i, system=system) for i, item in enumerate(items)]
+    if not normalised:
+        return []
+    using = db_alias()
+    with transaction.atomic(using=using):
+        return _store(normalised, using, system=system)
+
+
+def _store(items: list[dict[str, Any]], using: str, *, system: bool) -> list[str]:
+    now = timezone.now()
+    window_start = now - timedelta(seconds=flow_settings.EVENT_DEDUP_SECONDS)
+    given = {item["id"] for item in items if item["id"]}
+    existing = (
+        dict(
+            models.Event.objects.using(using).filter(id__in=given).values_list("id", "received_at")
+        )
+        if given
+        else {}
+    )
+    fresh: list[models.Event] = []
+    reused: list[models.Event] = []
+    ids: list[str] = []
+    seen: set[str] = set()
+    for item in items:
+        event_id = item["id"] or models.new_id()
+        ids.append(event_id)
+        if event_id in seen:
+            continue
+        seen.add(event_id)
+        row = models.Event(
+            id=event_id, name=item["name"], data=item["data"], ts=item["ts"], received_at=now
+        )
+        if event_id in existing:
+            if existing[event_id] >= window_start:
+                continue  # a duplicate within the window: stored once, no new runs
+            row.save(using=using)  # past the window the id is reused as a new event
+            reused.append(row)
+        else:
+            fresh.append(row)
+    _start_runs(_insert(fresh, using) + reused, using, now)
+    return ids
+
+
+def _insert(rows: list[models.Event], using: str) -> list[models.Event]:
+    """Insert new events; a concurrent sender of the same id wins, and ours becomes a duplicate."""
+    if not rows:
+        return []
+    try:
+        with transaction.atomic(using=using):
+            models.Event.objects.using(using).bulk_create(rows)
+        return rows
+    except IntegrityError:
+        inserted = []
+        for row in rows:
+            try:
+                with transaction.atomic(using=using):
+                    row.save(using=using, force_insert=True)
+                inserted.append(row)
+            except IntegrityError:
+                continue
+        return inserted
+
+
+def _start_runs(events: list[models.Event], using: str, now: datetime) -> list[models.Run]:
+    runs: list[models.Run] = []
+    for event in events:
+        payload = event.as_dict()
+        available_at = max(now, from_ms(event.ts)) if event.ts > ms(now) else now
+        for function in registry.matching(payload):
+            if event.name.startswith(RESERVED_PREFIX) and event.data.get("function_id") == (
+                function.id
+            ):
+                continue  # a function is never triggered by its own lifecycle events
+            runs.append(
+                models.Run(
+                    function_id=function.id,
+                    event=event,
+                    queue=function.queue,
+                    created_at=now,
+                    updated_at=now,
+                    available_at=available_at,
+                )
+            )
+    if runs:
+        models.Run.objects.using(using).bulk_create(runs)
+        notify.work_available(using)
+    return runs
+
+
+def send_system(name: str, data: dict[str, Any]) -> list[str]:
+    """Send an app lifecycle event (``durable_flows/...``); joins the caller's transaction."""
+    return _send([{"name": name, "data": data}], system=True)

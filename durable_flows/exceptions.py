@@ -1,0 +1,94 @@
+"""Errors raised to users, and the control-flow signals the engine uses internally."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+
+
+class DurableFlowsError(Exception):
+    """Base class of every error durable_flows raises on purpose."""
+
+
+class ConfigurationError(DurableFlowsError, ImproperlyConfigured):
+    """A function definition or a setting is wrong; raised at import or start-up."""
+
+
+class EventValidationError(DurableFlowsError, ValueError):
+    """An event cannot be accepted as given; nothing was stored."""
+
+    status_code = 400
+
+
+class EventTooLargeError(EventValidationError):
+    status_code = 413
+
+
+class NonRetriableError(DurableFlowsError):
+    """Raise from a step (or the function body) to fail at once, without retries."""
+
+    def __init__(self, message: str = "", *, cause: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.cause = cause
+
+
+class RetryAfterError(DurableFlowsError):
+    """Raise from a step to retry it at a given time instead of after the usual backoff."""
+
+    def __init__(self, message: str, retry_after: timedelta | str | datetime | int | float) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+
+class StepError(DurableFlowsError):
+    """A step failed for good (retries exhausted, or not retriable).
+
+    Raised inside the function at the step call; the function may catch it.
+    ``error`` is the stored error dict (``type``, ``message``, ``traceback``).
+    """
+
+    def __init__(self, message: str, *, step_id: str = "", error: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.step_id = step_id
+        self.error = error or {"type": "StepError", "message": message}
+
+
+class NonDeterminismError(DurableFlowsError):
+    """A replay met a recorded step of a different kind under the same step id."""
+
+
+class StepOutputError(NonRetriableError):
+    """A step or function result is not JSON-serialisable or is too large."""
+
+
+class TooManyStepsError(NonRetriableError):
+    """The run reached MAX_STEPS_PER_RUN."""
+
+
+class NestedStepError(NonRetriableError):
+    """A step was called from inside another step's function."""
+
+
+class RunNotFound(DurableFlowsError, LookupError):
+    pass
+
+
+# --- control flow -----------------------------------------------------------
+# BaseException subclasses: user code that catches ``Exception`` cannot swallow them.
+
+
+class Interrupt(BaseException):  # noqa: N818 - a signal, not an error
+    """The run's state has been saved (sleep, wait, retry, release); stop executing it."""
+
+
+class LeaseLost(Interrupt):
+    """Another worker owns the run now; nothing more may be recorded by this one."""
+
+
+class RunCancelled(Interrupt):
+    """The run was cancelled; it stops between steps."""

@@ -1,0 +1,203 @@
+"""Events, runs, steps and workers. Statuses are written-down state machines."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+from ulid import ULID
+
+from .conf import db_alias
+
+
+def new_id() -> str:
+    """A 26-character ULID: unique, and sorts by creation time."""
+    return str(ULID())
+
+
+class FlowManager(models.Manager):
+    """Reads and writes go to the alias named by ``DURABLE_FLOWS["DATABASE"]``."""
+
+    def get_queryset(self) -> models.QuerySet:
+        return super().get_queryset().using(self._db or db_alias())
+
+
+class Event(models.Model):
+    id = models.CharField(primary_key=True, max_length=255, default=new_id, editable=False)
+    name = models.CharField(max_length=255)
+    data = models.JSONField(default=dict)
+    ts = models.BigIntegerField(help_text="Milliseconds since the epoch")
+    received_at = models.DateTimeField(default=timezone.now)
+
+    objects = FlowManager()
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["name", "-received_at"], name="df_event_name_recv"),
+            models.Index(fields=["-received_at"], name="df_event_recv"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.id})"
+
+    def as_dict(self) -> dict[str, Any]:
+        """The event as CEL expressions and ``ctx.event`` see it."""
+        return {"id": self.id, "name": self.name, "data": self.data, "ts": self.ts}
+
+
+class RunStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    """Waiting for a worker (now, or at ``available_at``)."""
+    RUNNING = "running", "Running"
+    """Leased by a worker that is executing it."""
+    WAITING = "waiting", "Waiting"
+    """Sleeping, or waiting for an event or a child run; holds no worker."""
+    COMPLETED = "completed", "Completed"
+    """The function returned; ``output`` holds its value."""
+    FAILED = "failed", "Failed"
+    """Gave up; ``error`` says why."""
+    CANCELLED = "cancelled", "Cancelled"
+    """Stopped by ``cancel()`` or a cancel rule."""
+    SKIPPED = "skipped", "Skipped"
+    """Made by rate limiting or a singleton; never executed."""
+
+
+FINISHED = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.SKIPPED)
+CLAIMABLE = (RunStatus.QUEUED, RunStatus.WAITING)
+
+
+class RunQuerySet(models.QuerySet):
+    def claimable(self, now: Any, queues: list[str] | None, function_ids: list[str]):
+        """Runs a worker may take now: queued or waking up, due, of a function it knows."""
+        qs = self.filter(status__in=CLAIMABLE, available_at__lte=now, function_id__in=function_ids)
+        if queues:
+            qs = qs.filter(queue__in=queues)
+        return qs
+
+    def finished(self):
+        return self.filter(status__in=FINISHED)
+
+    def orphaned(self, live_worker_ids: Any):
+        """Running runs whose lease holder is no longer alive."""
+        return self.filter(status=RunStatus.RUNNING).exclude(lease_owner__in=live_worker_ids)
+
+
+class Run(models.Model):
+    id = models.CharField(primary_key=True, max_length=26, default=new_id, editable=False)
+    function_id = models.CharField(max_length=255)
+    status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED)
+    event = models.ForeignKey(
+        Event, null=True, blank=True, on_delete=models.SET_NULL, related_name="runs"
+    )
+    output = models.JSONField(null=True, blank=True)
+    error = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    queue = models.CharField(max_length=100, default="default")
+    priority = models.IntegerField(default=0)
+    available_at = models.DateTimeField(
+        null=True, blank=True, help_text="When a queued or waiting run may next be claimed"
+    )
+    attempt = models.PositiveIntegerField(
+        default=0, help_text="Failed attempts of code outside steps"
+    )
+    lease_owner = models.CharField(max_length=26, null=True, blank=True)  # noqa: DJ001 - NULL: unleased
+    lease_token = models.CharField(max_length=26, null=True, blank=True)  # noqa: DJ001
+    cancel_requested = models.BooleanField(default=False)
+    rerun_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="reruns"
+    )
+
+    objects = FlowManager.from_queryset(RunQuerySet)()
+
+    class Meta:
+        indexes = [
+            # The hot path: a partial index over runnable rows only, so it stays
+            # small however many finished runs the table holds.
+            models.Index(
+                fields=["queue", "-priority", "available_at"],
+                name="df_run_claimable",
+                condition=Q(status__in=["queued", "waiting"]),
+            ),
+            models.Index(
+                fields=["lease_owner"], name="df_run_leased", condition=Q(status="running")
+            ),
+            models.Index(fields=["-created_at"], name="df_run_created"),
+            models.Index(fields=["status", "-created_at"], name="df_run_status"),
+            models.Index(fields=["function_id", "-created_at"], name="df_run_function"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.function_id} {self.id} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED
+
+
+class StepKind(models.TextChoices):
+    RUN = "run", "Run"
+    SLEEP = "sleep", "Sleep"
+    WAIT_FOR_EVENT = "wait_for_event", "Wait for event"
+    SEND_EVENT = "send_event", "Send event"
+    INVOKE = "invoke", "Invoke"
+
+
+class StepStatus(models.TextChoices):
+    RUNNING = "running", "Running"
+    """Attempted and failed at least once; a retry is scheduled."""
+    WAITING = "waiting", "Waiting"
+    """Sleeping or waiting; resolved later."""
+    COMPLETED = "completed", "Completed"
+    """Done; ``output`` is memoized and never recomputed."""
+    FAILED = "failed", "Failed"
+    """Retries exhausted or not retriable; replays raise ``StepError``."""
+
+
+class Step(models.Model):
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="steps")
+    name = models.CharField(max_length=300)
+    kind = models.CharField(max_length=20, choices=StepKind.choices, default=StepKind.RUN)
+    status = models.CharField(max_length=16, choices=StepStatus.choices)
+    position = models.PositiveIntegerField(help_text="Order in which the function reached it")
+    output = models.JSONField(null=True, blank=True)
+    error = models.JSONField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    started_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    objects = FlowManager()
+
+    class Meta:
+        ordering = ["position", "id"]
+        constraints = [
+            # A checkpoint is written once: a second writer gets an IntegrityError
+            # ("someone else already recorded this"), never a second effect.
+            models.UniqueConstraint(fields=["run", "name"], name="df_step_unique_name"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.kind}, {self.status})"
+
+
+class Worker(models.Model):
+    """A live ``runflows`` process; its heartbeat is the lease of every run it holds."""
+
+    id = models.CharField(primary_key=True, max_length=26, default=new_id, editable=False)
+    name = models.CharField(max_length=255)
+    hostname = models.CharField(max_length=255, blank=True)
+    pid = models.IntegerField(null=True)
+    queues = models.JSONField(default=list, blank=True)
+    concurrency = models.PositiveIntegerField(default=1)
+    started_at = models.DateTimeField(default=timezone.now)
+    heartbeat_at = models.DateTimeField(default=timezone.now)
+
+    objects = FlowManager()
+
+    def __str__(self) -> str:
+        return f"{self.name} (pid {self.pid})"

@@ -1,0 +1,307 @@
+"""The ``runflows`` loop: claim, execute, heartbeat, wake-ups, graceful stop."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from datetime import timedelta
+from typing import Any
+
+from django.db import DatabaseError, connections
+from django.utils import timezone
+
+from . import notify
+from .conf import db_alias, flow_settings
+from .engine import state
+from .engine.executor import Execution
+from .exceptions import LeaseLost
+from .faults import fault_point
+from .models import Run, RunStatus
+from .models import Worker as WorkerRow
+from .registry import registry
+
+log = logging.getLogger("durable_flows.worker")
+
+# In --burst mode, queued runs due this soon (a retry's short backoff) keep the
+# worker alive; sleeping and waiting runs never do.
+BURST_LOOKAHEAD = timedelta(seconds=2)
+
+
+class Worker:
+    """Executes runs with ``concurrency`` threads until stopped (or, in burst mode, idle)."""
+
+    def __init__(
+        self,
+        *,
+        concurrency: int = 1,
+        queues: list[str] | None = None,
+        burst: bool = False,
+        name: str | None = None,
+        using: str | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.concurrency = concurrency
+        self.queues = list(queues or [])
+        self.burst = burst
+        self.using = using or db_alias()
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self.row: WorkerRow | None = None
+        self.stopping = threading.Event()  # graceful stop requested
+        self._done = threading.Event()  # executor threads have finished
+        self._wakeups = [threading.Event() for _ in range(concurrency)]
+        self._idle = [False] * concurrency
+        self._signals = 0
+        self.executed = 0
+        self._lock = threading.Lock()
+        vendor = connections[self.using].vendor
+        self.is_postgres = vendor == "postgresql"
+        self.poll_interval = float(
+            flow_settings.POLL_INTERVAL_SECONDS
+            if self.is_postgres
+            else flow_settings.SQLITE_POLL_INTERVAL_SECONDS
+        )
+
+    # --- lifecycle --------------------------------------------------------------
+
+    def run(self) -> None:
+        """Block until stopped; returns normally after a graceful stop or an idle burst."""
+        self._register()
+        for wakeup in self._wakeups:
+            notify.subscribe(wakeup)
+        threads = [
+            threading.Thread(target=self._executor, args=(i,), name=f"df-exec-{i}", daemon=True)
+            for i in range(self.concurrency)
+        ]
+        helpers = [threading.Thread(target=self._heartbeat, name="df-heartbeat", daemon=True)]
+        if self.is_postgres:
+            helpers.append(threading.Thread(target=self._listen, name="df-listen", daemon=True))
+        for thread in helpers + threads:
+            thread.start()
+        try:
+            while any(t.is_alive() for t in threads):
+                if self.burst and not self.stopping.is_set() and self._burst_finished():
+                    log.info("burst: nothing left to run")
+                    self.stopping.set()
+                    self._wake_all()
+                for t in threads:
+                    t.join(timeout=0.05)
+        finally:
+            self._done.set()
+            for wakeup in self._wakeups:
+                notify.unsubscribe(wakeup)
+            for thread in helpers:
+                thread.join(timeout=5)
+            self._unregister()
+            connections.close_all()
+
+    def drain(self) -> int:
+        """Burst mode in the calling thread (no threads, no signals): returns runs executed.
+
+        Used by ``durable_flows.testing``; it sees the caller's uncommitted data.
+        """
+        self._register()
+        try:
+            while not self.stopping.is_set():
+                if self._step_once():
+                    continue
+                if not self._work_soon():
+                    break
+                time.sleep(0.01)
+            return self.executed
+        finally:
+            self._unregister()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self._wake_all()
+
+    def install_signal_handlers(self) -> None:
+        def handle(signum: int, frame: Any) -> None:
+            self._signals += 1
+            if self._signals > 1:
+                log.warning("second signal: exiting at once")
+                os._exit(1)
+            log.info("signal %s: finishing the steps in hand, then exiting", signum)
+            self.stop()
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+
+    def _register(self) -> None:
+        self.row = WorkerRow.objects.using(self.using).create(
+            name=self.name[:255],
+            hostname=socket.gethostname()[:255],
+            pid=os.getpid(),
+            queues=self.queues,
+            concurrency=self.concurrency,
+        )
+        if not registry.ids():
+            log.warning("no durable functions are registered: this worker has nothing to run")
+        log.info(
+            "worker %s (%s) started: %d thread(s), queues %s",
+            self.name,
+            self.row.pk,
+            self.concurrency,
+            self.queues or "all",
+        )
+
+    def _unregister(self) -> None:
+        if self.row is not None:
+            try:
+                WorkerRow.objects.using(self.using).filter(pk=self.row.pk).delete()
+            except DatabaseError:
+                log.warning("could not remove the worker row; it will expire", exc_info=True)
+
+    def _wake_all(self) -> None:
+        for wakeup in self._wakeups:
+            wakeup.set()
+
+    # --- executing ----------------------------------------------------------------
+
+    def _executor(self, index: int) -> None:
+        wakeup = self._wakeups[index]
+        try:
+            while not self.stopping.is_set():
+                if self._step_once():
+                    self._idle[index] = False
+                    continue
+                self._idle[index] = True
+                wakeup.wait(self.poll_interval)
+                wakeup.clear()
+        finally:
+            connections.close_all()
+
+    def _step_once(self) -> bool:
+        """Claim and execute one run; False when nothing was runnable."""
+        assert self.row is not None
+        try:
+            token, runs = state.claim(
+                self.using, self.row.pk, self.queues or None, registry.ids(), limit=1
+            )
+        except DatabaseError:
+            log.exception("claiming failed; retrying")
+            self._reset_connection()
+            time.sleep(self.poll_interval)
+            return False
+        for run in runs:
+            fault_point("after_claim")
+            self._execute(run, token)
+        return bool(runs)
+
+    def _execute(self, run: Run, token: str) -> None:
+        function = registry.get(run.function_id)
+        assert function is not None  # claim only selects registered functions
+        try:
+            Execution(run, token, function, self.using, self.stopping).execute()
+        except LeaseLost as exc:
+            log.warning("run %s: lease lost (%s)", run.pk, exc)
+        except Exception:
+            log.exception("run %s: the engine failed; releasing the run", run.pk)
+            self._reset_connection()
+            self._release_after_error(run, token)
+        finally:
+            with self._lock:
+                self.executed += 1
+
+    def _release_after_error(self, run: Run, token: str) -> None:
+        for delay in (0.1, 0.5, 1, 2, 5):
+            try:
+                state.release(run, token, self.using, timezone.now())
+                return
+            except LeaseLost:
+                return
+            except DatabaseError:
+                self._reset_connection()
+                time.sleep(delay)
+        log.error("run %s could not be released; it moves on when this worker stops", run.pk)
+
+    def _reset_connection(self) -> None:
+        try:
+            connections[self.using].close()
+        except DatabaseError:
+            pass
+
+    def _burst_finished(self) -> bool:
+        if not all(self._idle):
+            return False
+        try:
+            if self._work_soon():
+                return False
+        except DatabaseError:
+            self._reset_connection()
+            return False
+        return all(self._idle)
+
+    def _work_soon(self) -> bool:
+        """Is a run claimable now, or a queued one (a retry) due within the lookahead?"""
+        now = timezone.now()
+        ids = registry.ids()
+        soon = (
+            Run.objects.using(self.using)
+            .filter(
+                status__in=[RunStatus.QUEUED, RunStatus.WAITING],
+                available_at__lte=now + BURST_LOOKAHEAD,
+                function_id__in=ids,
+            )
+            .exclude(status=RunStatus.WAITING, available_at__gt=now)
+        )
+        if self.queues:
+            soon = soon.filter(queue__in=self.queues)
+        return soon.exists()
+
+    # --- liveness -------------------------------------------------------------------
+
+    def _heartbeat(self) -> None:
+        """Keep this worker's lease alive, and hand dead workers' runs to the living."""
+        lease = float(flow_settings.LEASE_SECONDS)
+        interval = max(0.05, min(lease / 3, 5.0))
+        try:
+            while not self._done.wait(interval):
+                try:
+                    self._beat(lease)
+                except DatabaseError:
+                    log.warning("heartbeat failed; retrying", exc_info=True)
+                    self._reset_connection()
+        finally:
+            connections.close_all()
+
+    def _beat(self, lease: float) -> None:
+        assert self.row is not None
+        now = timezone.now()
+        workers = WorkerRow.objects.using(self.using)
+        if not workers.filter(pk=self.row.pk).update(heartbeat_at=now):
+            # Declared dead by another worker (a long stall): come back under the
+            # same id. Any run it took from us has a new lease token, so we
+            # cannot record into it.
+            self.row.heartbeat_at = now
+            self.row.save(using=self.using, force_insert=True)
+        stale = now - timedelta(seconds=lease)
+        workers.filter(heartbeat_at__lt=stale).delete()
+        rescued = state.rescue_orphans(self.using, workers.values("id"))
+        if rescued:
+            log.warning("took back %d run(s) from workers that stopped heartbeating", rescued)
+            self._wake_all()
+
+    def _listen(self) -> None:
+        """PostgreSQL LISTEN on a connection of its own; polling covers any gap."""
+        import psycopg
+
+        params = connections[self.using].get_connection_params()
+        for key in ("cursor_factory", "context", "prepare_threshold", "server_side_binding"):
+            params.pop(key, None)
+        while not self._done.is_set():
+            try:
+                with psycopg.connect(**params, autocommit=True) as conn:
+                    conn.execute(f"LISTEN {notify.CHANNEL}")
+                    self._wake_all()  # anything sent while we were not listening
+                    while not self._done.is_set():
+                        for _ in conn.notifies(timeout=1.0, stop_after=64):
+                            self._wake_all()
+            except psycopg.Error:
+                log.warning("LISTEN connection lost; polling until it is back", exc_info=True)
+                self._done.wait(1.0)

@@ -1,0 +1,140 @@
+"""Durable functions used by the tests; workers started by the tests load them too."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import durable_flows as df
+
+from .models import Effect, Ledger
+
+
+def record(key: str, run_id: str = "") -> int:
+    Effect.objects.create(key=key, run_id=run_id, pid=os.getpid())
+    return Effect.objects.filter(key=key, run_id=run_id).count()
+
+
+@df.function(id="three-steps", trigger=df.TriggerEvent(event="test/three"))
+def three_steps(ctx: df.Context) -> dict:
+    record("body", ctx.run_id)
+    a = ctx.step.run("a", record, "step-a", ctx.run_id)
+    b = ctx.step.run("b", record, "step-b", ctx.run_id)
+    c = ctx.step.run("c", record, "step-c", ctx.run_id)
+    return {"a": a, "b": b, "c": c}
+
+
+def _flaky(run_id: str, failures: int) -> str:
+    seen = record("flaky", run_id)
+    if seen <= failures:
+        raise ValueError(f"flaky failure {seen}")
+    return f"ok after {seen}"
+
+
+@df.function(id="flaky", trigger=df.TriggerEvent(event="test/flaky"), retries=4)
+def flaky(ctx: df.Context) -> str:
+    return ctx.step.run("flaky", _flaky, ctx.run_id, ctx.event.data["failures"], atomic=False)
+
+
+@df.function(id="flaky-no-retries", trigger=df.TriggerEvent(event="test/flaky0"), retries=0)
+def flaky_no_retries(ctx: df.Context) -> str:
+    return ctx.step.run("flaky", _flaky, ctx.run_id, 1, atomic=False)
+
+
+def _non_retriable(run_id: str) -> None:
+    record("non-retriable", run_id)
+    raise df.NonRetriableError("card declined")
+
+
+@df.function(id="non-retriable", trigger=df.TriggerEvent(event="test/nonretriable"))
+def non_retriable(ctx: df.Context) -> None:
+    ctx.step.run("charge", _non_retriable, ctx.run_id, atomic=False)
+
+
+@df.function(id="catches", trigger=df.TriggerEvent(event="test/catches"), retries=1)
+def catches(ctx: df.Context) -> dict:
+    try:
+        ctx.step.run("doomed", _flaky, ctx.run_id, 99, atomic=False)
+    except df.StepError as exc:
+        fallback = ctx.step.run("fallback", lambda: "used fallback")
+        return {"caught": exc.error["type"], "fallback": fallback}
+    return {"caught": None}
+
+
+def _write_then(key: str, fail: bool) -> str:
+    Ledger.objects.create(key=key)
+    if fail:
+        raise df.NonRetriableError("written, then failed")
+    return key
+
+
+@df.function(id="atomic-write", trigger=df.TriggerEvent(event="test/atomic"), retries=0)
+def atomic_write(ctx: df.Context) -> str:
+    data = ctx.event.data
+    key = ctx.step.run("write", _write_then, data["key"], data.get("fail", False))
+    ctx.step.run("after", record, "after-write", ctx.run_id)
+    return key
+
+
+def _slow(run_id: str, seconds: float, marker: str) -> str:
+    Path(marker).write_text(str(os.getpid()))
+    time.sleep(seconds)
+    record("slow-done", run_id)
+    return "slow done"
+
+
+@df.function(id="slow", trigger=df.TriggerEvent(event="test/slow"))
+def slow(ctx: df.Context) -> list:
+    d = ctx.event.data
+    first = ctx.step.run("first", record, "slow-first", ctx.run_id)
+    middle = ctx.step.run("middle", _slow, ctx.run_id, d["seconds"], d["marker"], atomic=False)
+    last = ctx.step.run("last", record, "slow-last", ctx.run_id)
+    return [first, middle, last]
+
+
+@df.function(id="many-steps", trigger=df.TriggerEvent(event="test/many"))
+def many_steps(ctx: df.Context) -> int:
+    total = 0
+    for i in range(ctx.event.data["steps"]):
+        total += ctx.step.run("add", lambda i=i: i)
+    return total
+
+
+@df.function(id="bad-output", trigger=df.TriggerEvent(event="test/bad-output"))
+def bad_output(ctx: df.Context) -> None:
+    ctx.step.run("set", lambda: {1, 2, 3})
+
+
+@df.function(id="body-error", trigger=df.TriggerEvent(event="test/body-error"), retries=2)
+def body_error(ctx: df.Context) -> None:
+    record("body-error", ctx.run_id)
+    raise RuntimeError("outside any step")
+
+
+@df.function(id="wildcard", trigger=df.TriggerEvent(event="test.family.*"))
+def wildcard(ctx: df.Context) -> str:
+    return ctx.event.name
+
+
+@df.function(
+    id="pro-only",
+    trigger=df.TriggerEvent(event="test/plan", expression="event.data.plan == 'pro'"),
+)
+def pro_only(ctx: df.Context) -> str:
+    return ctx.event.data["plan"]
+
+
+@df.function(id="one-step", trigger=df.TriggerEvent(event="test/one"))
+def one_step(ctx: df.Context) -> int:
+    return ctx.step.run("only", record, "one-step", ctx.run_id)
+
+
+@df.function(
+    id="on-finished",
+    trigger=df.TriggerEvent(
+        event="durable_flows/function.finished", expression="event.data.function_id == 'wildcard'"
+    ),
+)
+def on_finished(ctx: df.Context) -> str:
+    return ctx.event.data["run_id"]
