@@ -30,7 +30,7 @@ if _db["ENGINE"].endswith("sqlite3"):
         "NAME": os.path.join(tempfile.gettempdir(), f"durable_flows_test_{os.getpid()}.sqlite3")
     }
 else:
-    _db["TEST"] = {"NAME": f"test_durable_flows_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"}
+    _db["TEST"] = {"NAME": "test_durable_flows_" + os.environ.get("DF_TEST_DB_SUFFIX", "main")}
 if os.environ.get("DF_DB_NAME"):
     _db["NAME"] = os.environ["DF_DB_NAME"]
 
