@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from django.db import transaction
-from django.utils import timezone
 
-from . import notify
+from . import clock, notify
 from .conf import db_alias
 from .engine.state import CANCELLED_EVENT, cancelled_error
 from .events import send_system
@@ -27,7 +26,7 @@ def cancel(run_id: str) -> Run:
     """
     using = db_alias()
     for _ in range(5):
-        now = timezone.now()
+        now = clock.now()
         with transaction.atomic(using=using):
             stopped = (
                 Run.objects.using(using)
@@ -60,7 +59,7 @@ def rerun(run_id: str) -> str:
     """Start a new run of the same function from the same event; returns its id."""
     using = db_alias()
     original = _get(run_id, using)
-    now = timezone.now()
+    now = clock.now()
     with transaction.atomic(using=using):
         run = Run.objects.using(using).create(
             function_id=original.function_id,

@@ -6,13 +6,13 @@ import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from . import models, notify
+from . import clock, models, notify
 from .conf import db_alias, flow_settings
 from .exceptions import EventTooLargeError, EventValidationError
 from .registry import RESERVED_PREFIX, registry
@@ -37,7 +37,7 @@ def ms(when: datetime) -> int:
 
 
 def from_ms(value: int) -> datetime:
-    return datetime.fromtimestamp(value / 1000, tz=timezone.UTC)
+    return datetime.fromtimestamp(value / 1000, tz=UTC)
 
 
 def _reject_constant(value: str) -> None:
@@ -81,7 +81,7 @@ def _normalise(item: Any, index: int, *, system: bool) -> dict[str, Any]:
         raise EventValidationError(f"{where}: 'id' must be a non-empty string of <= 255 characters")
     ts = raw.get("ts")
     if ts is None:
-        ts = ms(timezone.now())
+        ts = ms(clock.now())
     elif isinstance(ts, datetime):
         if timezone.is_naive(ts):
             raise EventValidationError(f"{where}: 'ts' must be timezone-aware")
@@ -127,7 +127,7 @@ def _send(events: Any, *, system: bool) -> list[str]:
 
 
 def _store(items: list[dict[str, Any]], using: str, *, system: bool) -> list[str]:
-    now = timezone.now()
+    now = clock.now()
     window_start = now - timedelta(seconds=flow_settings.EVENT_DEDUP_SECONDS)
     given = {item["id"] for item in items if item["id"]}
     existing = (

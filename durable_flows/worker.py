@@ -12,9 +12,8 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import DatabaseError, connections
-from django.utils import timezone
 
-from . import notify
+from . import clock, notify
 from .conf import db_alias, flow_settings
 from .engine import state
 from .engine.executor import Execution
@@ -211,7 +210,7 @@ class Worker:
     def _release_after_error(self, run: Run, token: str) -> None:
         for delay in (0.1, 0.5, 1, 2, 5):
             try:
-                state.release(run, token, self.using, timezone.now())
+                state.release(run, token, self.using, clock.now())
                 return
             except LeaseLost:
                 return
@@ -239,7 +238,7 @@ class Worker:
 
     def _work_soon(self) -> bool:
         """Is a run claimable now, or a queued one (a retry) due within the lookahead?"""
-        now = timezone.now()
+        now = clock.now()
         ids = registry.ids()
         soon = (
             Run.objects.using(self.using)
@@ -272,7 +271,7 @@ class Worker:
 
     def _beat(self, lease: float) -> None:
         assert self.row is not None
-        now = timezone.now()
+        now = clock.now()
         workers = WorkerRow.objects.using(self.using)
         if not workers.filter(pk=self.row.pk).update(heartbeat_at=now):
             # Declared dead by another worker (a long stall): come back under the

@@ -15,8 +15,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from django.db import transaction
-from django.utils import timezone
 
+from .. import clock
 from ..conf import flow_settings
 from ..events import Event
 from ..exceptions import (
@@ -92,7 +92,7 @@ class Execution:
         except RunCancelled:
             state.finish(run, self.token, using, RunStatus.CANCELLED, error=state.cancelled_error())
         except Released:
-            state.release(run, self.token, using, timezone.now())
+            state.release(run, self.token, using, clock.now())
         except LeaseLost as exc:
             log.warning("run %s: lease lost, leaving it to its new owner (%s)", run.pk, exc)
         except Suspended:
@@ -175,7 +175,7 @@ class Execution:
         self._boundary()
         attempt = memo.attempts if memo else 0
         self.ctx.attempt = attempt
-        started_at = memo.started_at if memo and memo.started_at else timezone.now()
+        started_at = memo.started_at if memo and memo.started_at else clock.now()
         checkpoint = {
             "name": name,
             "kind": StepKind.RUN,
@@ -211,7 +211,7 @@ class Execution:
         return output
 
     def _save(self, memo: Step | None, **fields: Any) -> Step:
-        return state.save_step(self.using, self.run, memo, ended_at=timezone.now(), **fields)
+        return state.save_step(self.using, self.run, memo, ended_at=clock.now(), **fields)
 
     def _step_failed(self, exc: Exception, memo: Step | None, checkpoint: dict[str, Any]) -> Any:
         failures = checkpoint["attempts"]

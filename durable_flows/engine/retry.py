@@ -7,8 +7,7 @@ import traceback
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.utils import timezone
-
+from .. import clock
 from ..conf import flow_settings
 from ..durations import parse_duration
 from ..exceptions import NonRetriableError, RetryAfterError, StepError
@@ -26,7 +25,7 @@ def retry_at(exc: BaseException, failures: int, retries: int) -> datetime | None
     """When to try again after the ``failures``-th failed attempt, or None to give up."""
     if isinstance(exc, NonRetriableError | StepError) or failures > retries:
         return None
-    now = timezone.now()
+    now = clock.now()
     if isinstance(exc, RetryAfterError):
         value = exc.retry_after
         if isinstance(value, datetime):

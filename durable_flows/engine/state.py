@@ -11,9 +11,8 @@ from datetime import datetime
 from typing import Any
 
 from django.db import IntegrityError, connections, transaction
-from django.utils import timezone
 
-from .. import notify
+from .. import clock, notify
 from ..conf import flow_settings
 from ..events import send_system
 from ..exceptions import LeaseLost, StepOutputError
@@ -47,7 +46,7 @@ def claim(
     using: str, worker_id: str, queues: list[str] | None, function_ids: list[str], limit: int = 1
 ) -> tuple[str, list[Run]]:
     """Lease up to ``limit`` runnable runs to ``worker_id`` in one short transaction."""
-    now = timezone.now()
+    now = clock.now()
     token = new_id()
     lease = {
         "status": RunStatus.RUNNING,
@@ -87,7 +86,7 @@ def claim(
 
 def rescue_orphans(using: str, live_worker_ids: Any) -> int:
     """Put runs held by dead workers back in the queue; they replay from their checkpoints."""
-    now = timezone.now()
+    now = clock.now()
     return (
         Run.objects.using(using)
         .orphaned(live_worker_ids)
@@ -115,7 +114,7 @@ def fence(run: Run, token: str, using: str) -> bool:
     """
     table = Run._meta.db_table
     connection = connections[using]
-    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    now = connection.ops.adapt_datetimefield_value(clock.now())
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {connection.ops.quote_name(table)} SET updated_at = %s "  # noqa: S608
@@ -146,7 +145,7 @@ def save_step(using: str, run: Run, existing: Step | None, **fields: Any) -> Ste
 
 def release(run: Run, token: str, using: str, available_at: datetime, **fields: Any) -> None:
     """Give the run back to the queue (a retry, a graceful stop), due at ``available_at``."""
-    now = timezone.now()
+    now = clock.now()
     updated = _held(run, token, using).update(
         status=RunStatus.QUEUED,
         lease_owner=None,
@@ -171,7 +170,7 @@ def finish(
     error: dict[str, Any] | None = None,
 ) -> None:
     """End the run and send its lifecycle event, in one transaction."""
-    now = timezone.now()
+    now = clock.now()
     with transaction.atomic(using=using):
         updated = _held(run, token, using).update(
             status=status,
