@@ -153,7 +153,7 @@ def _store(items: list[dict[str, Any]], using: str, *, system: bool) -> list[str
         if event_id in existing:
             if existing[event_id] >= window_start:
                 continue  # a duplicate within the window: stored once, no new runs
-            row.save(using=using)  # past the window the id is reused as a new event
+            row.save(using=using, force_update=True)  # past the window: reused as new
             reused.append(row)
         else:
             fresh.append(row)

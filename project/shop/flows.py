@@ -68,3 +68,20 @@ def big_order_alert(ctx: df.Context) -> str:
     return ctx.step.run(
         "notify-sales", lambda: f"big order {ctx.event.data['order_id']}", atomic=False
     )
+
+
+@df.function(
+    id="alert-ops-on-failure",
+    trigger=df.TriggerEvent(
+        event="durable_flows/function.failed",
+        expression="event.data.function_id == 'fulfil-order'",
+    ),
+)
+def alert_ops_on_failure(ctx: df.Context) -> str:
+    """Lifecycle events are ordinary events: any function can react to another's failure."""
+    error = ctx.event.data["error"]
+    return ctx.step.run(
+        "page-ops",
+        lambda: f"run {ctx.event.data['run_id']} failed: {error['message']}",
+        atomic=False,
+    )
