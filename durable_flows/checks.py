@@ -42,6 +42,17 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 id="durable_flows.W001",
             )
         )
+    options = settings.DATABASES[alias].get("OPTIONS", {})
+    if engine.endswith("sqlite3") and options.get("transaction_mode") != "IMMEDIATE":
+        errors.append(
+            checks.Warning(
+                "SQLite without immediate transactions: concurrent writers (a worker and "
+                "your web process) can fail with 'database is locked'.",
+                hint="Set DATABASES[...]['OPTIONS'] = {'transaction_mode': 'IMMEDIATE', "
+                "'timeout': 30, 'init_command': 'PRAGMA journal_mode=WAL;'} (see README).",
+                id="durable_flows.W003",
+            )
+        )
     if "rest_framework" not in settings.INSTALLED_APPS:
         errors.append(
             checks.Warning(

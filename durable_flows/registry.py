@@ -287,7 +287,7 @@ def function(
             triggers=triggers,
             retries=retries,
             queue=queue,
-            name=name or getattr(fn, "__name__", id),
+            name=name or str(getattr(fn, "__name__", "") or id),
         )
         registry.add(func)
         return func

@@ -138,3 +138,27 @@ def one_step(ctx: df.Context) -> int:
 )
 def on_finished(ctx: df.Context) -> str:
     return ctx.event.data["run_id"]
+
+
+@df.function(id="other-queue", trigger=df.TriggerEvent(event="test/other-queue"), queue="slow")
+def other_queue(ctx: df.Context) -> str:
+    return "ran on the slow queue"
+
+
+def _ctx_info(ctx: df.Context, failures: int) -> dict:
+    if ctx.attempt < failures:
+        raise ValueError("not yet")
+    return {"attempt": ctx.attempt}
+
+
+@df.function(id="ctx-info", trigger=df.TriggerEvent(event="test/ctx"))
+def ctx_info(ctx: df.Context) -> dict:
+    step = ctx.step.run("attempts", _ctx_info, ctx, 2, atomic=False)
+    return {
+        "run_id": ctx.run_id,
+        "function_id": ctx.function_id,
+        "event": [ctx.event.id, ctx.event.name, ctx.event.data, ctx.event.ts],
+        "events": len(ctx.events),
+        "step_attempt": step["attempt"],
+        "attempt_outside_steps": ctx.attempt,
+    }

@@ -241,3 +241,19 @@ def test_cancelling_a_finished_run_changes_nothing():
 def test_rerun_of_unknown_run_is_a_clear_error():
     with pytest.raises(LookupError, match="no run"):
         df.rerun("nope")
+
+
+def test_the_context_describes_the_run_and_the_current_attempt():
+    run = start("test/ctx", k="v")
+    run_until_idle()
+    run.refresh_from_db()
+    assert run.status == "completed", run.error
+    event = run.event
+    assert run.output == {
+        "run_id": run.pk,
+        "function_id": "ctx-info",
+        "event": [event.id, "test/ctx", {"k": "v"}, event.ts],
+        "events": 1,
+        "step_attempt": 2,
+        "attempt_outside_steps": 0,
+    }

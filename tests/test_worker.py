@@ -142,3 +142,25 @@ def test_three_workers_on_postgres_run_500_runs_once_each(start_worker):
 
 def test_several_workers_on_one_database_never_run_a_step_twice(start_worker):
     _race(start_worker, runs=60, workers=2, concurrency="1")
+
+
+@pytest.mark.postgres
+def test_an_idle_worker_wakes_on_notify_not_on_its_poll(start_worker):
+    worker = start_worker(DF_POLL_INTERVAL="60")
+    wait_until(Worker.objects.exists, timeout=30)
+    time.sleep(1)  # let it settle into its 60 s idle wait, LISTENing
+    sent = time.monotonic()
+    run_id = send("test/one")
+    wait_until(lambda: status(run_id) == "completed", timeout=30, interval=0.01)
+    assert time.monotonic() - sent < 2, "the worker waited for its poll, not for NOTIFY"
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
+
+
+def test_a_worker_only_takes_the_queues_it_is_given(start_worker):
+    slow = send("test/other-queue")
+    default = send("test/one")
+    assert start_worker("--burst", "--queue", "default").wait(60) == 0
+    assert (status(slow), status(default)) == ("queued", "completed")
+    assert start_worker("--burst", "--queue", "slow", "--worker-id", "slow-1").wait(60) == 0
+    assert status(slow) == "completed"
