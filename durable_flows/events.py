@@ -122,7 +122,8 @@ def _send(events: Any, *, system: bool) -> list[str]:
     if not normalised:
         return []
     using = db_alias()
-    with transaction.atomic(using=using):
+    # A system event is sent inside the engine's own transaction: no savepoint.
+    with transaction.atomic(using=using, savepoint=not system):
         return _store(normalised, using, system=system)
 
 
@@ -157,14 +158,17 @@ def _store(items: list[dict[str, Any]], using: str, *, system: bool) -> list[str
             reused.append(row)
         else:
             fresh.append(row)
-    _start_runs(_insert(fresh, using) + reused, using, now)
+    _start_runs(_insert(fresh, using, given) + reused, using, now)
     return ids
 
 
-def _insert(rows: list[models.Event], using: str) -> list[models.Event]:
+def _insert(rows: list[models.Event], using: str, given: set[str]) -> list[models.Event]:
     """Insert new events; a concurrent sender of the same id wins, and ours becomes a duplicate."""
     if not rows:
         return []
+    if not any(row.pk in given for row in rows):
+        models.Event.objects.using(using).bulk_create(rows)  # fresh ULIDs cannot collide
+        return rows
     try:
         with transaction.atomic(using=using):
             models.Event.objects.using(using).bulk_create(rows)

@@ -11,6 +11,8 @@ from datetime import datetime
 from typing import Any
 
 from django.db import IntegrityError, connections, transaction
+from django.db.models import Value
+from django.db.models.functions import Coalesce
 
 from .. import clock, notify
 from ..conf import flow_settings
@@ -53,9 +55,10 @@ def claim(
         "lease_owner": worker_id,
         "lease_token": token,
         "updated_at": now,
+        "started_at": Coalesce("started_at", Value(now)),
     }
-    runnable = Run.objects.using(using).claimable(now, queues, function_ids)
-    runnable = runnable.order_by("-priority", "available_at", "id")
+    rows = Run.objects.using(using)
+    runnable = rows.claimable(now, queues, function_ids).order_by("-priority", "available_at", "id")
     with transaction.atomic(using=using):
         if connections[using].vendor == "postgresql":
             ids = list(
@@ -63,24 +66,17 @@ def claim(
             )
             if not ids:
                 return token, []
-            Run.objects.using(using).filter(id__in=ids).update(**lease)
+            rows.filter(id__in=ids).update(**lease)
+            claimed = rows.filter(id__in=ids)
         else:
             # SQLite: write first, so the transaction takes the write lock at once
             # (a read-then-write transaction can fail to upgrade its lock).
-            picked = runnable.values("id")[:limit]
-            if not Run.objects.using(using).filter(id__in=picked).update(**lease):
+            if not rows.filter(id__in=runnable.values("id")[:limit]).update(**lease):
                 return token, []
-        runs = list(
-            Run.objects.using(using)
-            .filter(lease_token=token)
-            .select_related("event")
-            .order_by("-priority", "available_at", "id")
-        )
-        Run.objects.using(using).filter(lease_token=token, started_at__isnull=True).update(
-            started_at=now
-        )
-    for run in runs:
-        run.started_at = run.started_at or now
+            claimed = rows.filter(
+                status=RunStatus.RUNNING, lease_owner=worker_id, lease_token=token
+            )
+        runs = list(claimed.select_related("event").order_by("-priority", "available_at", "id"))
     return token, runs
 
 
@@ -136,8 +132,8 @@ def save_step(using: str, run: Run, existing: Step | None, **fields: Any) -> Ste
         return existing
     step = Step(run=run, **fields)
     try:
-        with transaction.atomic(using=using):
-            step.save(using=using, force_insert=True)
+        # No savepoint: a duplicate aborts the caller's whole checkpoint transaction.
+        step.save(using=using, force_insert=True)
     except IntegrityError:
         raise LeaseLost(f"step {fields.get('name')!r} of run {run.pk} was recorded elsewhere")
     return step

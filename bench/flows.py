@@ -1,0 +1,25 @@
+"""Functions the benchmarks run."""
+
+from __future__ import annotations
+
+import time
+
+import durable_flows as df
+
+
+def _now() -> float:
+    return time.time()
+
+
+@df.function(id="bench-one-step", trigger=df.TriggerEvent(event="bench/one-step"))
+def one_step(ctx: df.Context) -> float:
+    # The step returns the wall-clock time it started: latency = this - send time.
+    return ctx.step.run("only", _now)
+
+
+@df.function(id="bench-steps", trigger=df.TriggerEvent(event="bench/steps"))
+def steps(ctx: df.Context) -> int:
+    total = 0
+    for i in range(ctx.event.data["steps"]):
+        total += ctx.step.run("step", lambda i=i: i)
+    return total
