@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -40,6 +41,26 @@ def from_ms(value: int) -> datetime:
     return datetime.fromtimestamp(value / 1000, tz=UTC)
 
 
+_ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")  # \u0000 not preceded by an odd \
+MAX_TS = 253402300799999  # 9999-12-31T23:59:59.999Z
+
+
+def json_bytes(value: Any) -> bytes:
+    """``value`` as compact UTF-8 JSON that every database can store, or ``ValueError``."""
+    try:
+        text = json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+        encoded = text.encode()
+    except RecursionError:
+        raise ValueError("is nested too deeply") from None
+    except UnicodeEncodeError:
+        raise ValueError("contains an unpaired surrogate, which is not valid Unicode") from None
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"is not JSON-serialisable: {exc}") from None
+    if "\\u0000" in text and _ESCAPED_NUL.search(text):
+        raise ValueError("contains a NUL character, which databases cannot store")
+    return encoded
+
+
 def _reject_constant(value: str) -> None:
     raise ValueError(f"{value} is not valid JSON")
 
@@ -67,6 +88,8 @@ def _normalise(item: Any, index: int, *, system: bool) -> dict[str, Any]:
         raise EventValidationError(f"{where}: 'name' must be a non-empty string")
     if len(name) > 255:
         raise EventValidationError(f"{where}: 'name' is longer than 255 characters")
+    if "\x00" in name:
+        raise EventValidationError(f"{where}: 'name' must not contain NUL characters")
     if name.startswith(RESERVED_PREFIX) and not system:
         raise EventValidationError(f"{where}: names beginning {RESERVED_PREFIX!r} are reserved")
     data = raw.get("data")
@@ -79,6 +102,8 @@ def _normalise(item: Any, index: int, *, system: bool) -> dict[str, Any]:
         not isinstance(event_id, str) or not event_id.strip() or len(event_id) > 255
     ):
         raise EventValidationError(f"{where}: 'id' must be a non-empty string of <= 255 characters")
+    if event_id is not None and "\x00" in event_id:
+        raise EventValidationError(f"{where}: 'id' must not contain NUL characters")
     ts = raw.get("ts")
     if ts is None:
         ts = ms(clock.now())
@@ -90,13 +115,12 @@ def _normalise(item: Any, index: int, *, system: bool) -> dict[str, Any]:
         raise EventValidationError(f"{where}: 'ts' must be milliseconds since the epoch")
     else:
         ts = int(ts)
+    if ts > MAX_TS:
+        raise EventValidationError(f"{where}: 'ts' is after the year 9999")
     try:
-        encoded = json.dumps(data, allow_nan=False, separators=(",", ":"))
-    except (TypeError, ValueError) as exc:
-        raise EventValidationError(f"{where}: 'data' is not JSON-serialisable: {exc}") from None
-    if "\\u0000" in encoded:
-        raise EventValidationError(f"{where}: 'data' must not contain NUL characters")
-    size = len(encoded) + len(name) + len(event_id or "")
+        size = len(json_bytes(data)) + len(name.encode()) + len((event_id or "").encode())
+    except ValueError as exc:
+        raise EventValidationError(f"{where}: 'data' {exc}") from None
     if size > flow_settings.MAX_EVENT_BYTES:
         raise EventTooLargeError(
             f"{where} is {size} bytes, over MAX_EVENT_BYTES ({flow_settings.MAX_EVENT_BYTES})"

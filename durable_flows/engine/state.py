@@ -16,7 +16,7 @@ from django.db.models.functions import Coalesce
 
 from .. import clock, notify
 from ..conf import flow_settings
-from ..events import send_system
+from ..events import json_bytes, send_system
 from ..exceptions import LeaseLost, StepOutputError
 from ..models import Run, RunStatus, Step, new_id
 
@@ -28,17 +28,15 @@ CANCELLED_EVENT = "durable_flows/function.cancelled"
 def encode_output(value: Any, *, what: str = "step result") -> Any:
     """Validate a result as JSON within MAX_STEP_OUTPUT_BYTES; return it as replay will see it."""
     try:
-        text = json.dumps(value, allow_nan=False, separators=(",", ":"))
-    except (TypeError, ValueError) as exc:
-        raise StepOutputError(f"{what} is not JSON-serialisable: {exc}") from None
+        encoded = json_bytes(value)
+    except ValueError as exc:
+        raise StepOutputError(f"{what} {exc}") from None
     limit = flow_settings.MAX_STEP_OUTPUT_BYTES
-    if len(text.encode()) > limit:
+    if len(encoded) > limit:
         raise StepOutputError(
-            f"{what} is {len(text.encode())} bytes, over MAX_STEP_OUTPUT_BYTES ({limit})"
+            f"{what} is {len(encoded)} bytes, over MAX_STEP_OUTPUT_BYTES ({limit})"
         )
-    if "\\u0000" in text:
-        raise StepOutputError(f"{what} contains a NUL character, which databases cannot store")
-    return json.loads(text)
+    return json.loads(encoded)
 
 
 # --- claiming -----------------------------------------------------------------

@@ -1,0 +1,54 @@
+"""pruneflows: old finished history goes, everything live or recent stays."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+
+import durable_flows as df
+from durable_flows.models import Event, Run, Step
+from durable_flows.testing import run_until_idle
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def age(run_id: str, days: int) -> None:
+    then = timezone.now() - timedelta(days=days)
+    run = Run.objects.get(pk=run_id)
+    Run.objects.filter(pk=run_id).update(created_at=then, ended_at=then)
+    Event.objects.filter(pk=run.event_id).update(received_at=then)
+
+
+def test_pruneflows_deletes_old_finished_runs_their_steps_and_orphan_events():
+    ids = df.send([df.Event(name="test/three") for _ in range(5)])
+    run_until_idle()
+    runs = list(Run.objects.filter(event_id__in=ids).order_by("id"))
+    for run in runs[:3]:
+        age(run.pk, 40)
+    # An old run that is still queued is never deleted, nor its event.
+    (queued_event,) = df.send(df.Event(name="test/one", ts=timezone.now() + timedelta(days=1)))
+    queued = Run.objects.get(event_id=queued_event)
+    Event.objects.filter(pk=queued_event).update(received_at=timezone.now() - timedelta(days=40))
+    out = StringIO()
+    call_command("pruneflows", "--older-than", "30d", "--batch-size", "2", stdout=out)
+    assert "pruned 3 run(s)" in out.getvalue()
+    remaining = set(Run.objects.values_list("pk", flat=True))
+    assert {r.pk for r in runs[3:]} | {queued.pk} <= remaining
+    assert not remaining & {r.pk for r in runs[:3]}
+    assert not Step.objects.filter(run_id__in=[r.pk for r in runs[:3]]).exists()
+    assert Step.objects.filter(run_id__in=[r.pk for r in runs[3:]]).count() == 6
+    assert Event.objects.filter(pk=queued_event).exists()
+    assert not Event.objects.filter(pk__in=[r.event_id for r in runs[:3]]).exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["--older-than", "soon"], "not a duration"), (["--older-than", "1h"], "at least")],
+)
+def test_pruneflows_refuses_bad_arguments(args, message):
+    with pytest.raises(CommandError, match=message):
+        call_command("pruneflows", *args)
