@@ -34,6 +34,15 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
             )
         )
         return errors
+    if not settings.USE_TZ:
+        errors.append(
+            checks.Error(
+                "durable_flows needs USE_TZ = True: sleeps, retries and leases compare "
+                "aware datetimes.",
+                hint="Set USE_TZ = True in your settings.",
+                id="durable_flows.E003",
+            )
+        )
     engine = settings.DATABASES[alias].get("ENGINE", "")
     if not engine.endswith(("postgresql", "sqlite3")):
         errors.append(

@@ -78,6 +78,8 @@ def test_system_check_reports_bad_settings_with_a_stable_id():
         assert [e.id for e in check_settings()] == ["durable_flows.E001"]
     with override_settings(DURABLE_FLOWS={"DATABASE": "missing"}):
         assert [e.id for e in check_settings()] == ["durable_flows.E002"]
+    with override_settings(USE_TZ=False):
+        assert [e.id for e in check_settings()] == ["durable_flows.E003"]
     assert check_settings() == []
 
 
