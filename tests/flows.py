@@ -162,3 +162,20 @@ def ctx_info(ctx: df.Context) -> dict:
         "step_attempt": step["attempt"],
         "attempt_outside_steps": ctx.attempt,
     }
+
+
+def _append(path: str, line: str) -> None:
+    with open(path, "a") as log:
+        log.write(line + "\n")
+
+
+@df.function(id="chaos", trigger=df.TriggerEvent(event="test/chaos"), retries=20)
+def chaos(ctx: df.Context) -> str:
+    """Alternates atomic steps (counted rows) and non-atomic ones (lines in a file)."""
+    log = ctx.event.data["log"]
+    for i in range(ctx.event.data.get("steps", 5)):
+        if i % 2 == 0:
+            ctx.step.run(f"atomic-{i}", record, f"chaos-atomic-{i}", ctx.run_id)
+        else:
+            ctx.step.run(f"append-{i}", _append, log, f"{ctx.run_id} {i}", atomic=False)
+    return "ok"
