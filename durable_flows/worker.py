@@ -11,7 +11,7 @@ import time
 from datetime import timedelta
 from typing import Any
 
-from django.db import DatabaseError, connections
+from django.db import DatabaseError, InterfaceError, OperationalError, connections
 
 from . import clock, notify
 from .conf import db_alias, flow_settings
@@ -28,6 +28,16 @@ log = logging.getLogger("durable_flows.worker")
 # In --burst mode, queued runs due this soon (a retry's short backoff) keep the
 # worker alive; sleeping and waiting runs never do.
 BURST_LOOKAHEAD = timedelta(seconds=2)
+
+
+def log_db_error(message: str, exc: BaseException, *args: Any) -> None:
+    """A lost or refused connection is expected (a restart, a failover): one line, no
+    traceback. Anything else is a bug worth its traceback."""
+    if isinstance(exc, OperationalError | InterfaceError):
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        log.warning(message + ": %s (retrying)", *args, first)
+    else:
+        log.error(message, *args, exc_info=exc)
 
 
 class Worker:
@@ -56,6 +66,7 @@ class Worker:
         self._idle = [False] * concurrency
         self._signals = 0
         self.executed = 0
+        self._stranded: list[tuple[Run, str]] = []  # runs to hand back once the database answers
         self._lock = threading.Lock()
         vendor = connections[self.using].vendor
         self.is_postgres = vendor == "postgresql"
@@ -90,6 +101,7 @@ class Worker:
                 for t in threads:
                     t.join(timeout=0.05)
         finally:
+            self._release_stranded()
             self._done.set()
             for wakeup in self._wakeups:
                 notify.unsubscribe(wakeup)
@@ -153,8 +165,8 @@ class Worker:
         if self.row is not None:
             try:
                 WorkerRow.objects.using(self.using).filter(pk=self.row.pk).delete()
-            except DatabaseError:
-                log.warning("could not remove the worker row; it will expire", exc_info=True)
+            except DatabaseError as exc:
+                log_db_error("could not remove the worker row; it will expire", exc)
 
     def _wake_all(self) -> None:
         for wakeup in self._wakeups:
@@ -178,14 +190,16 @@ class Worker:
     def _step_once(self) -> bool:
         """Claim and execute one run; False when nothing was runnable."""
         assert self.row is not None
+        if self._stranded:
+            self._release_stranded()
         try:
             token, runs = state.claim(
                 self.using, self.row.pk, self.queues or None, registry.ids(), limit=1
             )
-        except DatabaseError:
-            log.exception("claiming failed; retrying")
+        except DatabaseError as exc:
+            log_db_error("claiming failed", exc)
             self._reset_connection()
-            time.sleep(self.poll_interval)
+            time.sleep(min(self.poll_interval, 1.0))
             return False
         for run in runs:
             fault_point("after_claim")
@@ -199,8 +213,8 @@ class Worker:
             Execution(run, token, function, self.using, self.stopping).execute()
         except LeaseLost as exc:
             log.warning("run %s: lease lost (%s)", run.pk, exc)
-        except Exception:
-            log.exception("run %s: the engine failed; releasing the run", run.pk)
+        except Exception as exc:
+            log_db_error("run %s: could not execute; releasing it", exc, run.pk)
             self._reset_connection()
             self._release_after_error(run, token)
         finally:
@@ -208,16 +222,24 @@ class Worker:
                 self.executed += 1
 
     def _release_after_error(self, run: Run, token: str) -> None:
-        for delay in (0.1, 0.5, 1, 2, 5):
+        """Hand the run back; while the database is unreachable, keep trying from the loop."""
+        with self._lock:
+            self._stranded.append((run, token))
+        self._release_stranded()
+
+    def _release_stranded(self) -> None:
+        with self._lock:
+            stranded, self._stranded = self._stranded, []
+        for index, (run, token) in enumerate(stranded):
             try:
                 state.release(run, token, self.using, clock.now())
-                return
             except LeaseLost:
-                return
+                continue
             except DatabaseError:
                 self._reset_connection()
-                time.sleep(delay)
-        log.error("run %s could not be released; it moves on when this worker stops", run.pk)
+                with self._lock:
+                    self._stranded.extend(stranded[index:])
+                return
 
     def _reset_connection(self) -> None:
         try:
@@ -263,8 +285,8 @@ class Worker:
             while not self._done.wait(interval):
                 try:
                     self._beat(lease)
-                except DatabaseError:
-                    log.warning("heartbeat failed; retrying", exc_info=True)
+                except DatabaseError as exc:
+                    log_db_error("heartbeat failed", exc)
                     self._reset_connection()
         finally:
             connections.close_all()
@@ -301,6 +323,7 @@ class Worker:
                     while not self._done.is_set():
                         for _ in conn.notifies(timeout=1.0, stop_after=64):
                             self._wake_all()
-            except psycopg.Error:
-                log.warning("LISTEN connection lost; polling until it is back", exc_info=True)
+            except psycopg.Error as exc:
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                log.warning("LISTEN connection lost (%s); polling until it is back", first)
                 self._done.wait(1.0)

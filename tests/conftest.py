@@ -60,7 +60,8 @@ class WorkerProcess:
         self.proc.wait(10)
 
     def output(self) -> str:
-        self._log_file.flush()
+        if not self._log_file.closed:
+            self._log_file.flush()
         return self.log.read_text(errors="replace")
 
     def stop(self) -> None:
