@@ -164,3 +164,15 @@ def test_a_worker_only_takes_the_queues_it_is_given(start_worker):
     assert (status(slow), status(default)) == ("queued", "completed")
     assert start_worker("--burst", "--queue", "slow", "--worker-id", "slow-1").wait(60) == 0
     assert status(slow) == "completed"
+
+
+def test_sigkill_between_claim_and_start_loses_nothing(start_worker):
+    run_id = send("test/three")
+    doomed = start_worker(faults="after_claim")
+    assert doomed.wait(30) == -signal.SIGKILL
+    assert status(run_id) == "running"  # leased by a dead worker
+    rescuer = start_worker()
+    wait_until(lambda: status(run_id) == "completed", timeout=60)
+    rescuer.signal(signal.SIGTERM)
+    assert rescuer.wait(30) == 0
+    assert Effect.objects.filter(key="step-a", run_id=run_id).count() == 1
