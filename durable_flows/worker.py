@@ -8,6 +8,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -79,27 +80,27 @@ class Worker:
     # --- lifecycle --------------------------------------------------------------
 
     def run(self) -> None:
-        """Block until stopped; returns normally after a graceful stop or an idle burst."""
+        """Block until stopped; returns normally after a graceful stop or an idle burst.
+
+        The calling thread is executor 0 (so ``call_command("runflows", "--burst")``
+        in a test sees the test's transaction); ``concurrency - 1`` threads join it.
+        """
         self._register()
         for wakeup in self._wakeups:
             notify.subscribe(wakeup)
-        threads = [
+        others = [
             threading.Thread(target=self._executor, args=(i,), name=f"df-exec-{i}", daemon=True)
-            for i in range(self.concurrency)
+            for i in range(1, self.concurrency)
         ]
         helpers = [threading.Thread(target=self._heartbeat, name="df-heartbeat", daemon=True)]
         if self.is_postgres:
             helpers.append(threading.Thread(target=self._listen, name="df-listen", daemon=True))
-        for thread in helpers + threads:
+        for thread in helpers + others:
             thread.start()
         try:
-            while any(t.is_alive() for t in threads):
-                if self.burst and not self.stopping.is_set() and self._burst_finished():
-                    log.info("burst: nothing left to run")
-                    self.stopping.set()
-                    self._wake_all()
-                for t in threads:
-                    t.join(timeout=0.05)
+            self._executor(0)
+            for thread in others:
+                thread.join()
         finally:
             self._release_stranded()
             self._done.set()
@@ -108,7 +109,6 @@ class Worker:
             for thread in helpers:
                 thread.join(timeout=5)
             self._unregister()
-            connections.close_all()
 
     def drain(self) -> int:
         """Burst mode in the calling thread (no threads, no signals): returns runs executed.
@@ -131,7 +131,10 @@ class Worker:
         self.stopping.set()
         self._wake_all()
 
-    def install_signal_handlers(self) -> None:
+    def install_signal_handlers(self) -> Callable[[], None]:
+        """SIGTERM/SIGINT stop gracefully, a second one at once. Returns a function that
+        puts the previous handlers back."""
+
         def handle(signum: int, frame: Any) -> None:
             self._signals += 1
             if self._signals > 1:
@@ -140,8 +143,13 @@ class Worker:
             log.info("signal %s: finishing the steps in hand, then exiting", signum)
             self.stop()
 
-        signal.signal(signal.SIGTERM, handle)
-        signal.signal(signal.SIGINT, handle)
+        previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+        def restore() -> None:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+        return restore
 
     def _register(self) -> None:
         self.row = WorkerRow.objects.using(self.using).create(
@@ -176,16 +184,23 @@ class Worker:
 
     def _executor(self, index: int) -> None:
         wakeup = self._wakeups[index]
+        # In burst mode an idle thread looks again soon: a retry may be due any moment.
+        idle_wait = min(self.poll_interval, 0.05) if self.burst else self.poll_interval
         try:
             while not self.stopping.is_set():
                 if self._step_once():
                     self._idle[index] = False
                     continue
                 self._idle[index] = True
-                wakeup.wait(self.poll_interval)
+                if self.burst and self._burst_finished():
+                    log.info("burst: nothing left to run")
+                    self.stop()
+                    break
+                wakeup.wait(idle_wait)
                 wakeup.clear()
         finally:
-            connections.close_all()
+            if index:  # a thread of ours; the calling thread's connections are the caller's
+                connections.close_all()
 
     def _step_once(self) -> bool:
         """Claim and execute one run; False when nothing was runnable."""
@@ -295,10 +310,11 @@ class Worker:
         assert self.row is not None
         now = clock.now()
         workers = WorkerRow.objects.using(self.using)
-        if not workers.filter(pk=self.row.pk).update(heartbeat_at=now):
+        if not workers.filter(pk=self.row.pk).update(heartbeat_at=now) and not self.burst:
             # Declared dead by another worker (a long stall): come back under the
             # same id. Any run it took from us has a new lease token, so we
-            # cannot record into it.
+            # cannot record into it. (A burst worker just finishes: its row may
+            # sit in the caller's uncommitted transaction, in a test.)
             self.row.heartbeat_at = now
             self.row.save(using=self.using, force_insert=True)
         stale = now - timedelta(seconds=lease)

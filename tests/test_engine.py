@@ -257,3 +257,13 @@ def test_the_context_describes_the_run_and_the_current_attempt():
         "step_attempt": 2,
         "attempt_outside_steps": 0,
     }
+
+
+@pytest.mark.django_db(transaction=False)
+def test_runflows_burst_in_process_sees_the_tests_own_transaction():
+    from django.core.management import call_command
+
+    run = start("test/three")
+    call_command("runflows", "--burst", verbosity=0)
+    run.refresh_from_db()
+    assert run.status == "completed"

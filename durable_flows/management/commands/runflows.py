@@ -46,7 +46,10 @@ class Command(BaseCommand):
         if any(not q for q in queues):
             raise CommandError("--queue needs a non-empty name")
         worker = Worker(concurrency=concurrency, queues=queues, burst=burst, name=worker_id)
-        worker.install_signal_handlers()
-        worker.run()
+        restore_signals = worker.install_signal_handlers()
+        try:
+            worker.run()
+        finally:
+            restore_signals()
         if options["verbosity"] >= 1:
             self.stdout.write(f"runflows: executed {worker.executed} run(s); stopped cleanly")
