@@ -13,7 +13,7 @@ from typing import Any
 
 from django.db import DatabaseError, connections
 
-from . import clock, notify
+from . import clock, maintenance, notify
 from .conf import db_alias, flow_settings
 from .engine import state
 from .engine.executor import Execution
@@ -28,6 +28,8 @@ log = logging.getLogger("durable_flows.worker")
 # In --burst mode, queued runs due this soon (a retry's short backoff) keep the
 # worker alive; sleeping and waiting runs never do.
 BURST_LOOKAHEAD = timedelta(seconds=2)
+# Cron ticks are started, and timeouts enforced, this often (seconds).
+MAINTENANCE_INTERVAL = 0.5
 
 
 class Worker:
@@ -76,7 +78,10 @@ class Worker:
             threading.Thread(target=self._executor, args=(i,), name=f"df-exec-{i}", daemon=True)
             for i in range(self.concurrency)
         ]
-        helpers = [threading.Thread(target=self._heartbeat, name="df-heartbeat", daemon=True)]
+        helpers = [
+            threading.Thread(target=self._heartbeat, name="df-heartbeat", daemon=True),
+            threading.Thread(target=self._maintain, name="df-maintenance", daemon=True),
+        ]
         if self.is_postgres:
             helpers.append(threading.Thread(target=self._listen, name="df-listen", daemon=True))
         for thread in helpers + threads:
@@ -108,6 +113,8 @@ class Worker:
             while not self.stopping.is_set():
                 if self._step_once():
                     continue
+                if maintenance.run(self.using):
+                    continue  # it started (cron) or ended (timeouts) runs
                 if not self._work_soon():
                     break
                 time.sleep(0.01)
@@ -285,6 +292,19 @@ class Worker:
         if rescued:
             log.warning("took back %d run(s) from workers that stopped heartbeating", rescued)
             self._wake_all()
+
+    def _maintain(self) -> None:
+        """Cron ticks and timeouts, about once a second (see ``maintenance``)."""
+        try:
+            while not self._done.wait(MAINTENANCE_INTERVAL):
+                try:
+                    if maintenance.run(self.using):
+                        self._wake_all()
+                except DatabaseError:
+                    log.warning("maintenance failed; retrying", exc_info=True)
+                    self._reset_connection()
+        finally:
+            connections.close_all()
 
     def _listen(self) -> None:
         """PostgreSQL LISTEN on a connection of its own; polling covers any gap."""
