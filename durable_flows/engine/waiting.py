@@ -49,8 +49,17 @@ def _duration(value: Any, what: str) -> timedelta:
 class _Checkpoint:
     """A fenced transaction around a waiting step's record."""
 
-    def __init__(self, exe: Execution, name: str, position: int, kind: StepKind, memo: Step | None):
+    def __init__(
+        self,
+        exe: Execution,
+        name: str,
+        position: int,
+        kind: StepKind,
+        memo: Step | None,
+        now: datetime,
+    ):
         self.exe, self.name, self.position, self.kind, self.memo = exe, name, position, kind, memo
+        self.now = now
 
     def fence(self) -> None:
         """Prove the lease; a pending cancel stops the run here instead of suspending it."""
@@ -59,7 +68,7 @@ class _Checkpoint:
             raise RunCancelled()
 
     def save(self, status: StepStatus, **fields: Any) -> Step:
-        exe, now = self.exe, clock.now()
+        exe, now = self.exe, self.now
         done = status in (StepStatus.COMPLETED, StepStatus.FAILED)
         values = {
             "name": self.name,
@@ -95,7 +104,7 @@ def sleep(exe: Execution, step_id: str, until: datetime | None, delta: timedelta
     exe._boundary()
     now = clock.now()
     wake = memo.wake_at if memo is not None and memo.wake_at else (until or now + delta)  # type: ignore[operator]
-    cp = _Checkpoint(exe, name, position, StepKind.SLEEP, memo)
+    cp = _Checkpoint(exe, name, position, StepKind.SLEEP, memo, now)
     with transaction.atomic(using=exe.using):
         cp.fence()
         if wake <= now:
@@ -143,7 +152,7 @@ def wait_for_event(
         return Event(**memo.output) if memo.output else None
     exe._boundary()
     now = clock.now()
-    cp = _Checkpoint(exe, name, position, StepKind.WAIT_FOR_EVENT, memo)
+    cp = _Checkpoint(exe, name, position, StepKind.WAIT_FOR_EVENT, memo, now)
     using = exe.using
     with transaction.atomic(using=using):
         cp.fence()
@@ -235,7 +244,7 @@ def invoke(exe: Execution, step_id: str, *, function: Any, data: Any, timeout: A
     exe._boundary()
     now = clock.now()
     using = exe.using
-    cp = _Checkpoint(exe, name, position, StepKind.INVOKE, memo)
+    cp = _Checkpoint(exe, name, position, StepKind.INVOKE, memo, now)
     failed: Step | None = None
     with transaction.atomic(using=using):
         cp.fence()
