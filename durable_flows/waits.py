@@ -196,10 +196,13 @@ def _cancel(wait: Wait, event: Event, using: str, now: datetime) -> None:
         "message": f"cancelled by event {event.name!r} ({event.pk})",
         "event_id": event.pk,
     }
-    state.cancel(wait.run_id, using, error=error)
-    Wait.objects.using(using).filter(pk=wait.pk, status=WaitStatus.PENDING).update(
-        status=WaitStatus.RESOLVED, event=event, resolved_at=now
-    )
+    # The run first (state.cancel locks it, then closes its waits), then record
+    # which event did it on the rule's row.
+    if state.cancel(wait.run_id, using, error=error) is None:
+        return
+    Wait.objects.using(using).filter(
+        pk=wait.pk, status__in=[WaitStatus.PENDING, WaitStatus.CLOSED]
+    ).update(status=WaitStatus.RESOLVED, event=event, resolved_at=now)
     wait.status = WaitStatus.RESOLVED
 
 
