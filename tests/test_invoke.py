@@ -29,11 +29,13 @@ def test_invoke_returns_the_child_value_and_links_the_child_to_its_parent():
     run_until_idle()
     parent.refresh_from_db()
     assert parent.status == "completed", parent.error
-    assert parent.output == {
-        "result": {"doubled": 42, "event": "durable_flows/function.invoked"}
-    }
+    assert parent.output == {"result": {"doubled": 42, "event": "durable_flows/function.invoked"}}
     child = Run.objects.get(parent_run=parent)
-    assert (child.function_id, child.parent_step, child.status) == ("child", "call-child", "completed")
+    assert (child.function_id, child.parent_step, child.status) == (
+        "child",
+        "call-child",
+        "completed",
+    )
     assert child.event.data == {"n": 21}
     step = parent.steps.get(name="call-child")
     assert (step.kind, step.status, step.output) == ("invoke", "completed", child.output)
