@@ -8,6 +8,7 @@ import durable_flows as df
 from durable_flows import testing
 from durable_flows.models import Run
 from durable_flows.testing import advance, run_until_idle
+from tests.conftest import wait_until
 from tests.models import Effect
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -107,3 +108,16 @@ def test_invoking_an_unknown_function_fails_clearly():
     assert run.status == "failed"
     assert run.error["type"] == "StepUsageError"
     assert "no-such-function" in run.error["message"]
+
+
+def test_with_one_worker_thread_the_parent_does_not_block_its_child(start_worker):
+    # One runflows thread: were the waiting parent holding it, the child could never run.
+    parents = [start("test/parent", child={"n": n}) for n in range(3)]
+    worker = start_worker("--concurrency", "1")
+    wait_until(
+        lambda: all(Run.objects.get(pk=p.pk).status == "completed" for p in parents), timeout=60
+    )
+    for n, parent in enumerate(parents):
+        parent.refresh_from_db()
+        assert parent.output["result"]["doubled"] == 2 * n
+    worker.stop()
