@@ -116,6 +116,7 @@ def test_a_running_run_is_cancelled_between_steps():
     assert run.status == "cancelled"
     assert [s.name for s in run.steps.all()] == ["first"]  # the running step finished
     assert cancelled_events(run) == 1
+    assert "cancelled by event 'test/order.cancelled'" in run.error["message"]
 
 
 def test_start_timeout_cancels_a_run_that_did_not_start_in_time():
@@ -167,3 +168,30 @@ def test_bad_cancel_and_timeouts_options_fail_at_definition():
         df.Timeouts()
     with pytest.raises(ConfigurationError, match="df.Timeouts"):
         df.function(id="t", trigger=df.TriggerEvent(event="x/y"), timeouts="1h")
+
+
+def test_finish_timeout_stops_a_running_run_between_steps():
+    from durable_flows.registry import registry
+
+    fn = registry.get("timed")
+    original = fn.fn
+
+    def slow_first_step(ctx):
+        ctx.step.run("first", lambda: advance("2h") and "took two hours")
+        ctx.step.run("second", record_second, ctx.run_id)
+        return "done"
+
+    fn.fn = slow_first_step
+    try:
+        run = start("test/timed")
+        run_until_idle()
+    finally:
+        fn.fn = original
+    run.refresh_from_db()
+    assert run.status == "cancelled"
+    assert run.error["timeout"] == "finish"
+    assert [s.name for s in run.steps.all()] == ["first"]
+
+
+def record_second(run_id: str) -> None:
+    Effect.objects.create(key="timed-second", run_id=run_id)

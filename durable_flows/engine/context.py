@@ -122,6 +122,9 @@ class Context:
         self.function_id: str = run.function_id
         self.attempt: int = run.attempt
         self.logger = _run_logger(execution)
+        # Set in on_failure handlers: the failed run's id and its function.failed event.
+        self.failed_run_id: str | None = None
+        self.failed_event: Event | None = None
         self.step = Steps(execution)
 
     def __repr__(self) -> str:

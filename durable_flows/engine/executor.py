@@ -90,7 +90,7 @@ class Execution:
                 raise RunCancelled()
             state.finish(run, self.token, using, RunStatus.COMPLETED, output=output)
         except RunCancelled as exc:
-            error = exc.error or state.cancelled_error()
+            error = exc.error or state.cancel_reason(run, using)
             state.finish(run, self.token, using, RunStatus.CANCELLED, error=error)
         except Released:
             state.release(run, self.token, using, clock.now())

@@ -199,12 +199,22 @@ def cancel(run_id: str, using: str, *, error: dict[str, Any] | None = None) -> s
             waits.close(run, using, now)
             send_system(CANCELLED_EVENT, _lifecycle_data(run))
             return "cancelled"
+        # A running run keeps the reason until its executor stops it between steps.
+        reason = {"error": error} if error else {}
         flagged = (
             Run.objects.using(using)
             .filter(pk=run_id, status=RunStatus.RUNNING)
-            .update(cancel_requested=True, updated_at=now)
+            .update(cancel_requested=True, updated_at=now, **reason)
         )
     return "requested" if flagged else None
+
+
+def cancel_reason(run: Run, using: str) -> dict[str, Any]:
+    """Why a running run was asked to stop: the reason ``cancel()`` left, or a generic one."""
+    error = Run.objects.using(using).filter(pk=run.pk).values_list("error", flat=True).first()
+    if isinstance(error, dict) and error.get("type") in ("Cancelled", "FunctionTimeout"):
+        return error
+    return cancelled_error()
 
 
 def _lifecycle_data(run: Run) -> dict[str, Any]:
