@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
@@ -38,6 +39,11 @@ def parse(cron: str) -> Schedule:
     """Parse ``[TZ=Zone ]m h dom mon dow``; raises ``ValueError`` with a clear message."""
     if not isinstance(cron, str) or not cron.strip():
         raise ValueError(f"cron must be a non-empty string like '0 9 * * 1-5', got {cron!r}")
+    return _parse(cron)
+
+
+@lru_cache(maxsize=256)
+def _parse(cron: str) -> Schedule:
     text = cron.strip()
     tz = ZoneInfo("UTC")
     if text.startswith(("TZ=", "CRON_TZ=")):

@@ -1,4 +1,4 @@
-"""Periodic work every worker does (about once a second): cron ticks and timeouts.
+"""Periodic work every worker does (about twice a second): cron ticks and timeouts.
 
 Each part is safe to run on any number of workers at once: cron ticks are
 claimed through a unique constraint, timeouts through conditional updates.

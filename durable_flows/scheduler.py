@@ -1,6 +1,6 @@
 """Starting cron-triggered runs: exactly one run per tick, however many workers.
 
-Every worker calls ``schedule_due()`` about once a second. For each function
+Every worker calls ``schedule_due()`` about twice a second. For each function
 with ``TriggerCron`` triggers it finds the latest tick that is due and, if it
 is newer than the last one recorded, inserts a ``CronTick`` row: the unique
 (function, tick) constraint lets exactly one worker win, and that worker
