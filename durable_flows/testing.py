@@ -47,6 +47,26 @@ def advance(by: timedelta | str) -> datetime:
     return clock.now()
 
 
+def advance_to_next_wake() -> datetime | None:
+    """Move the clock to the next time a sleeping or waiting run is due (a sleep ending,
+    a timeout); returns that time, or None (and leaves the clock) if no run has one."""
+    from .conf import db_alias
+    from .models import Run, RunStatus
+
+    current = clock.now()
+    upcoming = (
+        Run.objects.using(db_alias())
+        .filter(status__in=[RunStatus.QUEUED, RunStatus.WAITING], available_at__gt=current)
+        .order_by("available_at")
+        .values_list("available_at", flat=True)
+        .first()
+    )
+    if upcoming is None:
+        return None
+    clock.advance(upcoming - current)
+    return upcoming
+
+
 def reset_clock() -> None:
     """Put the engine's clock back to the real time."""
     clock.reset()

@@ -59,6 +59,16 @@ def test_a_seven_day_sleep_waits_without_a_worker_and_finishes_when_the_clock_mo
     assert [s.name for s in run.steps.all()] == ["before", "nap", "after"]
 
 
+def test_advance_to_next_wake_jumps_to_the_next_due_run():
+    run = start("test/sleep", duration="3d")
+    run_until_idle()
+    due = Run.objects.get(pk=run.pk).available_at
+    assert testing.advance_to_next_wake() == due
+    run_until_idle()
+    assert Run.objects.get(pk=run.pk).status == "completed"
+    assert testing.advance_to_next_wake() is None
+
+
 def test_time_machine_puts_the_clock_back():
     before = testing.now()
     with time_machine("3d"):
