@@ -25,3 +25,8 @@ def advance(delta: timedelta) -> None:
 def reset() -> None:
     global _offset
     _offset = timedelta(0)
+
+
+def offset() -> timedelta:
+    """How far ``now()`` is ahead of the real time."""
+    return _offset

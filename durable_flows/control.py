@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from django.db import transaction
 
-from . import clock, notify
+from . import clock, notify, waits
 from .conf import db_alias
-from .engine.state import CANCELLED_EVENT, cancelled_error
-from .events import send_system
+from .engine import state
 from .exceptions import RunNotFound
-from .models import Run, RunStatus
+from .models import Run
 
 
 def _get(run_id: str, using: str) -> Run:
@@ -25,32 +24,11 @@ def cancel(run_id: str) -> Run:
     Cancelling a finished run changes nothing. Returns the run as it now is.
     """
     using = db_alias()
+    run = _get(run_id, using)
     for _ in range(5):
-        now = clock.now()
-        with transaction.atomic(using=using):
-            stopped = (
-                Run.objects.using(using)
-                .filter(pk=run_id, status__in=[RunStatus.QUEUED, RunStatus.WAITING])
-                .update(
-                    status=RunStatus.CANCELLED,
-                    error=cancelled_error(),
-                    ended_at=now,
-                    updated_at=now,
-                    available_at=None,
-                    cancel_requested=True,
-                )
-            )
-            if stopped:
-                run = _get(run_id, using)
-                send_system(CANCELLED_EVENT, {"run_id": run.pk, "function_id": run.function_id})
-                return run
-            flagged = (
-                Run.objects.using(using)
-                .filter(pk=run_id, status=RunStatus.RUNNING)
-                .update(cancel_requested=True, updated_at=now)
-            )
+        outcome = state.cancel(run_id, using)
         run = _get(run_id, using)
-        if flagged or run.is_finished:
+        if outcome or run.is_finished:
             return run
     return run
 
@@ -71,5 +49,6 @@ def rerun(run_id: str) -> str:
             updated_at=now,
             available_at=now,
         )
+        waits.arm_cancel_rules([run], using)
         notify.work_available(using)
     return run.pk

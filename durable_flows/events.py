@@ -13,7 +13,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from . import clock, models, notify
+from . import clock, models, notify, waits
 from .conf import db_alias, flow_settings
 from .exceptions import EventTooLargeError, EventValidationError
 from .registry import RESERVED_PREFIX, registry
@@ -182,7 +182,11 @@ def _store(items: list[dict[str, Any]], using: str, *, system: bool) -> list[str
             reused.append(row)
         else:
             fresh.append(row)
-    _start_runs(_insert(fresh, using, given) + reused, using, now)
+    stored = _insert(fresh, using, given) + reused
+    # Waits first: an event resolves waits and cancel rules armed before it,
+    # never those of the runs it starts itself.
+    waits.deliver(stored, using, now)
+    waits.arm_cancel_rules(_start_runs(stored, using, now), using)
     return ids
 
 

@@ -74,6 +74,10 @@ class NestedStepError(NonRetriableError):
     """A step was called from inside another step's function."""
 
 
+class StepUsageError(NonRetriableError, ValueError):
+    """A step was called with bad arguments (a bad duration, an unknown function...)."""
+
+
 class RunNotFound(DurableFlowsError, LookupError):
     pass
 
@@ -91,4 +95,8 @@ class LeaseLost(Interrupt):
 
 
 class RunCancelled(Interrupt):
-    """The run was cancelled; it stops between steps."""
+    """The run was cancelled; it stops between steps. ``error`` says why (a timeout...)."""
+
+    def __init__(self, error: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.error = error

@@ -112,6 +112,17 @@ class Run(models.Model):
     rerun_of = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="reruns"
     )
+    parent_run = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="children",
+        help_text="The run whose ctx.step.invoke started this one",
+    )
+    parent_step = models.CharField(
+        max_length=300, blank=True, default="", help_text="The parent's invoke step"
+    )
 
     objects = FlowManager.from_queryset(RunQuerySet)()
 
@@ -170,6 +181,9 @@ class Step(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     started_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
+    wake_at = models.DateTimeField(
+        null=True, blank=True, help_text="A waiting step: when it wakes up or times out"
+    )
 
     objects = FlowManager()
 
@@ -201,3 +215,101 @@ class Worker(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} (pid {self.pid})"
+
+
+class WaitKind(models.TextChoices):
+    EVENT = "event", "wait_for_event"
+    """A ``ctx.step.wait_for_event`` step waiting for its event."""
+    CANCEL = "cancel", "cancel rule"
+    """A function's ``cancel=[df.Cancel(...)]`` rule, armed for one run."""
+
+
+class WaitStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    """Armed: a matching event resolves it."""
+    RESOLVED = "resolved", "Resolved"
+    """An event matched; ``event`` is the one (the first after the wait began)."""
+    TIMED_OUT = "timed_out", "Timed out"
+    """Its timeout passed before any matching event."""
+    CLOSED = "closed", "Closed"
+    """The run finished first; no longer armed."""
+
+
+class Wait(models.Model):
+    """A run waiting for an event (a wait step, or a cancel rule), found by indexed lookup.
+
+    ``match_key`` is a hash of (match path, value of the run's event at that path),
+    or "" when the wait has no ``match``: an incoming event computes the keys of the
+    few match paths in use for its name, so finding candidates is one index probe
+    on (event_name, match_key) whatever the number of waiting runs.
+    """
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="waits")
+    kind = models.CharField(max_length=10, choices=WaitKind.choices)
+    step_name = models.CharField(max_length=300, blank=True, default="")
+    event_name = models.CharField(max_length=255)
+    match = models.CharField(max_length=255, blank=True, default="", help_text="e.g. data.user_id")
+    match_key = models.CharField(max_length=40, blank=True, default="")
+    if_exp = models.TextField(blank=True, default="")
+    status = models.CharField(max_length=10, choices=WaitStatus.choices, default=WaitStatus.PENDING)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    event = models.ForeignKey(
+        Event,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The event that resolved it",
+    )
+
+    objects = FlowManager()
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["event_name", "match_key"],
+                name="df_wait_pending",
+                condition=Q(status="pending"),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.event_name} ({self.status})"
+
+
+class WaitPath(models.Model):
+    """The match paths in use per event name (a handful): what ``send()`` computes keys for."""
+
+    event_name = models.CharField(max_length=255)
+    path = models.CharField(max_length=255)
+
+    objects = FlowManager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["event_name", "path"], name="df_waitpath_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_name}: {self.path}"
+
+
+class CronTick(models.Model):
+    """One scheduled tick of a cron-triggered function; the unique pair makes it start once."""
+
+    function_id = models.CharField(max_length=255)
+    tick = models.DateTimeField()
+    run = models.ForeignKey(Run, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = FlowManager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["function_id", "tick"], name="df_crontick_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.function_id} @ {self.tick.isoformat()}"

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from . import cron as cron_lib
 from .durations import parse_duration
 from .exceptions import ConfigurationError
 from .expressions import compile_expression, is_true
@@ -82,7 +83,14 @@ class TriggerCron:
     cron: str
 
     def __post_init__(self) -> None:
-        raise ConfigurationError("TriggerCron is not supported yet (planned: time and events).")
+        try:
+            cron_lib.parse(self.cron)
+        except ValueError as exc:
+            raise ConfigurationError(f"TriggerCron: {exc}") from None
+
+    @property
+    def schedule(self) -> cron_lib.Schedule:
+        return cron_lib.parse(self.cron)
 
 
 # --- options (names as in Inngest's Python SDK) -----------------------------
@@ -135,18 +143,69 @@ class Singleton:
     mode: str = "skip"
 
 
+_MATCH_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+
+
+def check_match(value: Any, what: str) -> None:
+    """``match`` is a dotted path into the event, e.g. ``"data.user_id"``."""
+    if value is not None and (
+        not isinstance(value, str) or len(value) > 255 or not _MATCH_RE.match(value)
+    ):
+        raise ConfigurationError(
+            f"{what} must be a dotted path into the event such as 'data.user_id', got {value!r}"
+        )
+
+
 @dataclass(frozen=True)
 class Cancel:
+    """Cancel a run when an event named ``event`` matches it (``match`` and/or ``if_exp``).
+
+    ``timeout``: the rule is armed only this long after the run was created.
+    """
+
     event: str
     match: str | None = None
     if_exp: str | None = None
     timeout: timedelta | str | None = None
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.event, str) or not _EVENT_RE.match(self.event) or "*" in self.event:
+            raise ConfigurationError(
+                f"Cancel(event=...) must be an event name (no wildcard), got {self.event!r}"
+            )
+        check_match(self.match, "Cancel(match=...)")
+        _optional_expression(self.if_exp, "Cancel(if_exp=...)")
+        if self.timeout is not None:
+            _duration(self.timeout, "Cancel(timeout=...)")
+
+    @property
+    def timeout_delta(self) -> timedelta | None:
+        return None if self.timeout is None else parse_duration(self.timeout)
+
 
 @dataclass(frozen=True)
 class Timeouts:
+    """``start``: cancel a run not started this long after it was created;
+    ``finish``: cancel a run not finished this long after it started."""
+
     start: timedelta | str | None = None
     finish: timedelta | str | None = None
+
+    def __post_init__(self) -> None:
+        if self.start is None and self.finish is None:
+            raise ConfigurationError("Timeouts needs start=, finish= or both")
+        for what in ("start", "finish"):
+            value = getattr(self, what)
+            if value is not None and _duration(value, f"Timeouts({what}=...)") <= timedelta(0):
+                raise ConfigurationError(f"Timeouts({what}=...) must be positive, got {value!r}")
+
+    @property
+    def start_delta(self) -> timedelta | None:
+        return None if self.start is None else parse_duration(self.start)
+
+    @property
+    def finish_delta(self) -> timedelta | None:
+        return None if self.finish is None else parse_duration(self.finish)
 
 
 # Options accepted by the contract whose engine support has not landed yet:
@@ -160,9 +219,6 @@ _NOT_YET = (
     "priority",
     "idempotency",
     "singleton",
-    "cancel",
-    "timeouts",
-    "on_failure",
 )
 
 
@@ -184,6 +240,18 @@ class Function:
     def matches(self, event: dict[str, Any]) -> bool:
         return any(isinstance(t, TriggerEvent) and t.matches(event) for t in self.triggers)
 
+    @property
+    def cancel(self) -> tuple[Cancel, ...]:
+        return tuple(self.options.get("cancel") or ())
+
+    @property
+    def timeouts(self) -> Timeouts | None:
+        return self.options.get("timeouts")
+
+    @property
+    def crons(self) -> tuple[TriggerCron, ...]:
+        return tuple(t for t in self.triggers if isinstance(t, TriggerCron))
+
     def describe(self) -> dict[str, Any]:
         """A JSON-friendly description (for the API, the admin and the dashboard)."""
         triggers = [
@@ -198,7 +266,26 @@ class Function:
             "triggers": triggers,
             "retries": self.retries,
             "queue": self.queue,
+            "cancel": [
+                {
+                    "event": c.event,
+                    "match": c.match,
+                    "if_exp": c.if_exp,
+                    "timeout": _text(c.timeout),
+                }
+                for c in self.cancel
+            ],
+            "timeouts": (
+                {"start": _text(self.timeouts.start), "finish": _text(self.timeouts.finish)}
+                if self.timeouts
+                else None
+            ),
+            "on_failure": self.options.get("on_failure_id"),
         }
+
+
+def _text(value: Any) -> Any:
+    return str(value) if isinstance(value, timedelta) else value
 
 
 class Registry:
@@ -270,6 +357,9 @@ def function(
         raise ConfigurationError(f"retries must be an integer from 0 to 20, got {retries!r}")
     if not isinstance(queue, str) or not queue:
         raise ConfigurationError(f"queue must be a non-empty string, got {queue!r}")
+    cancel = options.pop("cancel", None)
+    timeouts = options.pop("timeouts", None)
+    on_failure = options.pop("on_failure", None)
     for key, value in options.items():
         if key not in _NOT_YET:
             raise ConfigurationError(f"unknown option {key!r} for function {id!r}")
@@ -277,6 +367,7 @@ def function(
             raise ConfigurationError(
                 f"function {id!r}: option {key!r} is not supported by this version yet"
             )
+    extra = _time_options(id, cancel, timeouts, on_failure)
 
     def decorator(fn: Callable[..., Any]) -> Function:
         if not callable(fn):
@@ -288,8 +379,60 @@ def function(
             retries=retries,
             queue=queue,
             name=name or str(getattr(fn, "__name__", "") or id),
+            options=extra,
         )
         registry.add(func)
+        if on_failure is not None:
+            registry.add(_failure_function(func, on_failure))
         return func
 
     return decorator
+
+
+def _time_options(function_id: str, cancel: Any, timeouts: Any, on_failure: Any) -> dict[str, Any]:
+    extra: dict[str, Any] = {}
+    if cancel is not None:
+        rules = list(cancel) if isinstance(cancel, list | tuple) else [cancel]
+        if not all(isinstance(rule, Cancel) for rule in rules):
+            raise ConfigurationError(
+                f"function {function_id!r}: cancel= must be a list of df.Cancel, got {cancel!r}"
+            )
+        if len(rules) > 5:
+            raise ConfigurationError(f"function {function_id!r}: at most 5 cancel rules")
+        extra["cancel"] = tuple(rules)
+    if timeouts is not None:
+        if not isinstance(timeouts, Timeouts):
+            raise ConfigurationError(
+                f"function {function_id!r}: timeouts= must be df.Timeouts, got {timeouts!r}"
+            )
+        extra["timeouts"] = timeouts
+    if on_failure is not None:
+        if not callable(on_failure):
+            raise ConfigurationError(
+                f"function {function_id!r}: on_failure= must be a callable (ctx, error)"
+            )
+        extra["on_failure_id"] = failure_function_id(function_id)
+    return extra
+
+
+FAILED_EVENT = RESERVED_PREFIX + "function.failed"
+
+
+def failure_function_id(function_id: str) -> str:
+    return f"{function_id}-failure"
+
+
+def _failure_function(func: Function, handler: Callable[..., Any]) -> Function:
+    """As Inngest: a companion function triggered by the failed run's ``function.failed``."""
+    from .failure import failure_handler
+
+    return Function(
+        id=failure_function_id(func.id),
+        fn=failure_handler(handler),
+        triggers=(
+            TriggerEvent(event=FAILED_EVENT, expression=f"event.data.function_id == {func.id!r}"),
+        ),
+        retries=func.retries,
+        queue=func.queue,
+        name=f"{func.name} (on_failure)",
+    )

@@ -14,7 +14,7 @@ from typing import Any
 
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
 
-from . import clock, notify
+from . import clock, maintenance, notify
 from .conf import db_alias, flow_settings
 from .engine import state
 from .engine.executor import Execution
@@ -29,6 +29,8 @@ log = logging.getLogger("durable_flows.worker")
 # In --burst mode, queued runs due this soon (a retry's short backoff) keep the
 # worker alive; sleeping and waiting runs never do.
 BURST_LOOKAHEAD = timedelta(seconds=2)
+# Cron ticks are started, and timeouts enforced, this often (seconds).
+MAINTENANCE_INTERVAL = 0.5
 
 
 def log_db_error(message: str, exc: BaseException, *args: Any) -> None:
@@ -92,7 +94,10 @@ class Worker:
             threading.Thread(target=self._executor, args=(i,), name=f"df-exec-{i}", daemon=True)
             for i in range(1, self.concurrency)
         ]
-        helpers = [threading.Thread(target=self._heartbeat, name="df-heartbeat", daemon=True)]
+        helpers = [
+            threading.Thread(target=self._heartbeat, name="df-heartbeat", daemon=True),
+            threading.Thread(target=self._maintain, name="df-maintenance", daemon=True),
+        ]
         if self.is_postgres:
             helpers.append(threading.Thread(target=self._listen, name="df-listen", daemon=True))
         for thread in helpers + others:
@@ -120,6 +125,8 @@ class Worker:
             while not self.stopping.is_set():
                 if self._step_once():
                     continue
+                if maintenance.run(self.using):
+                    continue  # it started (cron) or ended (timeouts) runs
                 if not self._work_soon():
                     break
                 time.sleep(0.01)
@@ -151,14 +158,27 @@ class Worker:
 
         return restore
 
-    def _register(self) -> None:
-        self.row = WorkerRow.objects.using(self.using).create(
+    def _register(self, patience: float = 30.0) -> None:
+        """Create this worker's row; a database that is restarting gets ``patience`` seconds."""
+        row = WorkerRow(
             name=self.name[:255],
             hostname=socket.gethostname()[:255],
             pid=os.getpid(),
             queues=self.queues,
             concurrency=self.concurrency,
         )
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                row.save(using=self.using, force_insert=True)
+                break
+            except (OperationalError, InterfaceError) as exc:
+                if time.monotonic() > deadline:
+                    raise
+                log_db_error("cannot reach the database to start", exc)
+                self._reset_connection()
+                time.sleep(1.0)
+        self.row = row
         if not registry.ids():
             log.warning("no durable functions are registered: this worker has nothing to run")
         log.info(
@@ -323,6 +343,19 @@ class Worker:
         if rescued:
             log.warning("took back %d run(s) from workers that stopped heartbeating", rescued)
             self._wake_all()
+
+    def _maintain(self) -> None:
+        """Cron ticks and timeouts, about once a second (see ``maintenance``)."""
+        try:
+            while not self._done.wait(MAINTENANCE_INTERVAL):
+                try:
+                    if maintenance.run(self.using):
+                        self._wake_all()
+                except DatabaseError as exc:
+                    log_db_error("maintenance failed", exc)
+                    self._reset_connection()
+        finally:
+            connections.close_all()
 
     def _listen(self) -> None:
         """PostgreSQL LISTEN on a connection of its own; polling covers any gap."""

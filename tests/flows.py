@@ -179,3 +179,6 @@ def chaos(ctx: df.Context) -> str:
         else:
             ctx.step.run(f"append-{i}", _append, log, f"{ctx.run_id} {i}", atomic=False)
     return "ok"
+
+
+from . import flows_time  # noqa: E402,F401 - the time-and-events test functions

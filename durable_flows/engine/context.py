@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from ..events import Event
@@ -48,6 +49,67 @@ class Steps:
             raise TypeError(f"ctx.step.run({step_id!r}, fn): fn must be callable, got {fn!r}")
         return self._execution.run_step(step_id, fn, args, atomic=atomic)
 
+    def sleep(self, step_id: str, duration: timedelta | str) -> None:
+        """Pause the run for ``duration`` (``timedelta`` or ``"30s"``, ``"1h30m"``, ``"7d"``).
+
+        Durable: the run holds no worker while it sleeps, and wakes when due even
+        if every worker was restarted meanwhile.
+        """
+        from . import waiting
+
+        until, delta = waiting.sleep_args(duration=duration)
+        waiting.sleep(self._execution, step_id, until, delta)
+
+    def sleep_until(self, step_id: str, when: datetime) -> None:
+        """Pause the run until ``when`` (a timezone-aware ``datetime``)."""
+        from . import waiting
+
+        until, delta = waiting.sleep_args(when=when)
+        waiting.sleep(self._execution, step_id, until, delta)
+
+    def wait_for_event(
+        self,
+        step_id: str,
+        *,
+        event: str,
+        timeout: timedelta | str,
+        match: str | None = None,
+        if_exp: str | None = None,
+    ) -> Event | None:
+        """Wait for the first event named ``event`` sent after the wait began, or None at timeout.
+
+        ``match="data.user_id"``: the event's ``data.user_id`` equals this run's
+        event's; ``if_exp``: a CEL condition over ``event`` (this run's event) and
+        ``async`` (the candidate).
+        """
+        from . import waiting
+
+        return waiting.wait_for_event(
+            self._execution, step_id, event=event, timeout=timeout, match=match, if_exp=if_exp
+        )
+
+    def send_event(self, step_id: str, events: Any) -> list[str]:
+        """Send one event or a list, once (the ids are memoized); returns the event ids."""
+        from . import waiting
+
+        return waiting.send_event(self._execution, step_id, events)
+
+    def invoke(
+        self,
+        step_id: str,
+        *,
+        function: Any,
+        data: dict[str, Any] | None = None,
+        timeout: timedelta | str | None = None,
+    ) -> Any:
+        """Start ``function`` (a durable function or its id) with ``data`` as its event's data,
+        and return its result; a failed or timed-out child raises ``df.StepError``."""
+        from . import waiting
+
+        return waiting.invoke(
+            self._execution, step_id, function=function, data=data, timeout=timeout
+        )
+
 
 class Context:
     """The argument of every durable function."""
@@ -60,6 +122,9 @@ class Context:
         self.function_id: str = run.function_id
         self.attempt: int = run.attempt
         self.logger = _run_logger(execution)
+        # Set in on_failure handlers: the failed run's id and its function.failed event.
+        self.failed_run_id: str | None = None
+        self.failed_event: Event | None = None
         self.step = Steps(execution)
 
     def __repr__(self) -> str:

@@ -32,7 +32,7 @@ from ..exceptions import (
 from ..faults import fault_point
 from ..models import Run, RunStatus, Step, StepKind, StepStatus
 from ..registry import Function
-from . import retry, state
+from . import retry, state, timeouts
 from .context import Context
 
 log = logging.getLogger("durable_flows.worker")
@@ -89,8 +89,9 @@ class Execution:
             if self.cancel_requested:
                 raise RunCancelled()
             state.finish(run, self.token, using, RunStatus.COMPLETED, output=output)
-        except RunCancelled:
-            state.finish(run, self.token, using, RunStatus.CANCELLED, error=state.cancelled_error())
+        except RunCancelled as exc:
+            error = exc.error or state.cancel_reason(run, using)
+            state.finish(run, self.token, using, RunStatus.CANCELLED, error=error)
         except Released:
             state.release(run, self.token, using, clock.now())
         except LeaseLost as exc:
@@ -126,9 +127,15 @@ class Execution:
     # --- steps ----------------------------------------------------------------
 
     def _boundary(self) -> None:
-        """Between steps: honour a cancel request, or a worker that is stopping."""
+        """Between steps: honour a cancel request or a timeout, or a worker that is stopping."""
         if self.cancel_requested:
             raise RunCancelled()
+        if self.function.timeouts is not None:
+            overdue = timeouts.overdue(
+                self.function, self.run, clock.now(), started=bool(self.memos)
+            )
+            if overdue is not None:
+                raise RunCancelled(overdue)
         if self.stopping.is_set():
             raise Released()
 
@@ -165,9 +172,15 @@ class Execution:
             self._in_step = False
 
     def run_step(
-        self, step_id: str, fn: Callable[..., Any], args: tuple[Any, ...], *, atomic: bool
+        self,
+        step_id: str,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        *,
+        atomic: bool,
+        kind: StepKind = StepKind.RUN,
     ) -> Any:
-        name, position, memo = self._reach(step_id, StepKind.RUN)
+        name, position, memo = self._reach(step_id, kind)
         if memo is not None and memo.status == StepStatus.COMPLETED:
             return memo.output
         if memo is not None and memo.status == StepStatus.FAILED:
@@ -178,7 +191,7 @@ class Execution:
         started_at = memo.started_at if memo and memo.started_at else clock.now()
         checkpoint = {
             "name": name,
-            "kind": StepKind.RUN,
+            "kind": kind,
             "position": position,
             "status": StepStatus.COMPLETED,
             "attempts": attempt + 1,

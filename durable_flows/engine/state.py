@@ -14,7 +14,7 @@ from django.db import IntegrityError, connections, transaction
 from django.db.models import Value
 from django.db.models.functions import Coalesce
 
-from .. import clock, notify
+from .. import clock, notify, waits
 from ..conf import flow_settings
 from ..events import json_bytes, send_system
 from ..exceptions import LeaseLost, StepOutputError
@@ -154,6 +154,70 @@ def release(run: Run, token: str, using: str, available_at: datetime, **fields: 
         notify.work_available(using)
 
 
+def suspend(run: Run, token: str, using: str, available_at: datetime | None) -> None:
+    """The run waits (sleep, event, child run) holding no worker; wakes at ``available_at``
+    (None: only when something wakes it). Inside the step's checkpoint transaction."""
+    now = clock.now()
+    updated = _held(run, token, using).update(
+        status=RunStatus.WAITING,
+        lease_owner=None,
+        lease_token=None,
+        available_at=available_at,
+        updated_at=now,
+    )
+    if updated != 1:
+        raise LeaseLost(f"run {run.pk} is no longer leased to this worker")
+    if available_at is not None and available_at <= now:
+        notify.work_available(using)
+
+
+def cancel(run_id: str, using: str, *, error: dict[str, Any] | None = None) -> str | None:
+    """Cancel a queued or waiting run at once ("cancelled"), or flag a running one to stop
+    between steps ("requested"); None if it had finished. Sends ``function.cancelled``."""
+    now = clock.now()
+    with transaction.atomic(using=using):
+        stopped = (
+            Run.objects.using(using)
+            .filter(pk=run_id, status__in=[RunStatus.QUEUED, RunStatus.WAITING])
+            .update(
+                status=RunStatus.CANCELLED,
+                error=error or cancelled_error(),
+                ended_at=now,
+                updated_at=now,
+                available_at=None,
+                cancel_requested=True,
+            )
+        )
+        if stopped:
+            run = Run.objects.using(using).get(pk=run_id)
+            waits.close(run, using, now)
+            send_system(CANCELLED_EVENT, _lifecycle_data(run))
+            return "cancelled"
+        # A running run keeps the reason until its executor stops it between steps.
+        reason = {"error": error} if error else {}
+        flagged = (
+            Run.objects.using(using)
+            .filter(pk=run_id, status=RunStatus.RUNNING)
+            .update(cancel_requested=True, updated_at=now, **reason)
+        )
+    return "requested" if flagged else None
+
+
+def cancel_reason(run: Run, using: str) -> dict[str, Any]:
+    """Why a running run was asked to stop: the reason ``cancel()`` left, or a generic one."""
+    error = Run.objects.using(using).filter(pk=run.pk).values_list("error", flat=True).first()
+    if isinstance(error, dict) and error.get("type") in ("Cancelled", "FunctionTimeout"):
+        return error
+    return cancelled_error()
+
+
+def _lifecycle_data(run: Run) -> dict[str, Any]:
+    data: dict[str, Any] = {"run_id": run.pk, "function_id": run.function_id}
+    if run.event_id:
+        data["event_id"] = run.event_id
+    return data
+
+
 def finish(
     run: Run,
     token: str,
@@ -179,9 +243,8 @@ def finish(
         if updated != 1:
             raise LeaseLost(f"run {run.pk} is no longer leased to this worker")
         run.status, run.output, run.error, run.ended_at = status, output, error, now
-        data: dict[str, Any] = {"run_id": run.pk, "function_id": run.function_id}
-        if run.event_id:
-            data["event_id"] = run.event_id
+        waits.close(run, using, now)
+        data = _lifecycle_data(run)
         # As Inngest: "finished" for every completed or failed run, plus "failed"
         # or "cancelled" for those outcomes.
         if status == RunStatus.COMPLETED:

@@ -85,3 +85,41 @@ def alert_ops_on_failure(ctx: df.Context) -> str:
         lambda: f"run {ctx.event.data['run_id']} failed: {error['message']}",
         atomic=False,
     )
+
+
+# --- onboarding: durable sleep, wait_for_event, cancellation -----------------------
+#
+# A signup gets a welcome message, then (after a delay) a tips message, then the
+# flow waits for the user's first login: a login within the window ends it, no
+# login sends a nudge. "shop/user.deleted" for the same user cancels it at any
+# point. The delays are a day and three days; an event may shorten them
+# ("tips_after", "login_within": e.g. "2s") so that `make demo` shows the whole flow.
+
+
+def send_message(user_id: int, kind: str) -> dict:
+    # Stands in for an email API call (atomic=False: not a database write).
+    return {"user_id": user_id, "message": kind}
+
+
+@df.function(
+    id="onboarding",
+    trigger=df.TriggerEvent(event="shop/user.signup"),
+    cancel=[df.Cancel(event="shop/user.deleted", match="data.user_id")],
+    timeouts=df.Timeouts(finish="30d"),
+)
+def onboarding(ctx: df.Context) -> dict:
+    data = ctx.event.data
+    user_id = data["user_id"]
+    ctx.step.run("send-welcome", send_message, user_id, "welcome", atomic=False)
+    ctx.step.sleep("wait-before-tips", data.get("tips_after", "1d"))
+    ctx.step.run("send-tips", send_message, user_id, "tips", atomic=False)
+    login = ctx.step.wait_for_event(
+        "wait-for-login",
+        event="shop/user.login",
+        match="data.user_id",
+        timeout=data.get("login_within", "3d"),
+    )
+    if login is None:
+        ctx.step.run("send-nudge", send_message, user_id, "nudge", atomic=False)
+        ctx.logger.info("user %s did not log in: nudged", user_id)
+    return {"user_id": user_id, "logged_in": login is not None}

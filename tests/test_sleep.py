@@ -1,0 +1,140 @@
+"""Durable sleep: the run holds no worker, wakes when due, survives every worker stopping."""
+
+from __future__ import annotations
+
+import signal
+from datetime import timedelta
+
+import pytest
+
+import durable_flows as df
+from durable_flows import testing
+from durable_flows.models import Run
+from durable_flows.testing import advance, run_until_idle, time_machine
+from tests.conftest import wait_until
+from tests.models import Effect
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def _real_clock():
+    yield
+    testing.reset_clock()
+
+
+def start(name: str, **data) -> Run:
+    (event_id,) = df.send(df.Event(name=name, data=data))
+    return Run.objects.get(event_id=event_id)
+
+
+def effects(key: str, run: Run) -> int:
+    return Effect.objects.filter(key=key, run_id=run.pk).count()
+
+
+def test_a_seven_day_sleep_waits_without_a_worker_and_finishes_when_the_clock_moves():
+    run = start("test/sleep", duration="7d")
+    run_until_idle()
+    run.refresh_from_db()
+    assert run.status == "waiting"
+    assert (run.lease_owner, run.lease_token) == (None, None)
+    nap = run.steps.get(name="nap")
+    assert (nap.kind, nap.status) == ("sleep", "waiting")
+    assert nap.wake_at - nap.started_at == timedelta(days=7)
+    assert run.available_at == nap.wake_at
+
+    advance("6d23h")
+    run_until_idle()
+    run.refresh_from_db()
+    assert run.status == "waiting"
+
+    advance("1h")
+    run_until_idle()
+    run.refresh_from_db()
+    assert run.status == "completed", run.error
+    assert run.output == {"before": 1, "after": 1}
+    assert [effects(k, run) for k in ("before-sleep", "after-sleep")] == [1, 1]
+    nap.refresh_from_db()
+    assert (nap.status, nap.output) == ("completed", None)
+    assert [s.name for s in run.steps.all()] == ["before", "nap", "after"]
+
+
+def test_advance_to_next_wake_jumps_to_the_next_due_run():
+    run = start("test/sleep", duration="3d")
+    run_until_idle()
+    due = Run.objects.get(pk=run.pk).available_at
+    assert testing.advance_to_next_wake() == due
+    run_until_idle()
+    assert Run.objects.get(pk=run.pk).status == "completed"
+    assert testing.advance_to_next_wake() is None
+
+
+def test_time_machine_puts_the_clock_back():
+    before = testing.now()
+    with time_machine("3d"):
+        assert testing.now() - before >= timedelta(days=3)
+        advance("1d")
+    assert testing.now() - before < timedelta(hours=1)
+
+
+def test_sleep_until_a_past_time_does_not_suspend():
+    when = (testing.now() - timedelta(minutes=1)).isoformat()
+    run = start("test/sleep-until", when=when)
+    run_until_idle()
+    run.refresh_from_db()
+    assert (run.status, run.output) == ("completed", "woke")
+    assert run.steps.get(name="until").status == "completed"
+
+
+def test_sleep_until_a_future_time_wakes_then():
+    when = (testing.now() + timedelta(hours=5)).isoformat()
+    run = start("test/sleep-until", when=when)
+    run_until_idle()
+    assert Run.objects.get(pk=run.pk).status == "waiting"
+    advance("5h")
+    run_until_idle()
+    assert Run.objects.get(pk=run.pk).status == "completed"
+
+
+@pytest.mark.parametrize("duration", ["soon", "-5s", "7 days", [1]])
+def test_a_bad_duration_fails_the_run_at_once_and_says_why(duration):
+    run = start("test/bad-sleep", duration=duration)
+    run_until_idle()
+    run.refresh_from_db()
+    assert run.status == "failed"
+    assert run.error["type"] == "StepUsageError"
+    assert "duration" in run.error["message"]
+    assert run.attempt == 0  # not retried
+
+
+def test_cancelling_a_sleeping_run_is_immediate():
+    run = start("test/sleep", duration="1d")
+    run_until_idle()
+    cancelled = df.cancel(run.pk)
+    assert cancelled.status == "cancelled"
+    assert cancelled.available_at is None
+    advance("2d")
+    run_until_idle()
+    run.refresh_from_db()
+    assert run.status == "cancelled"
+    assert effects("after-sleep", run) == 0
+
+
+def test_a_sleeping_run_survives_all_workers_stopping(start_worker):
+    run = start("test/sleep", duration="4s")
+    first = start_worker("--concurrency", "2")
+    wait_until(lambda: Run.objects.get(pk=run.pk).status == "waiting", timeout=60)
+    first.signal(signal.SIGTERM)
+    assert first.wait() == 0
+    run.refresh_from_db()
+    assert run.status == "waiting"
+    assert effects("after-sleep", run) == 0
+    # Nothing runs while no worker does; a new worker finishes it once it is due.
+    wait_until(lambda: testing.now() >= Run.objects.get(pk=run.pk).available_at, timeout=30)
+    second = start_worker()
+    wait_until(lambda: Run.objects.get(pk=run.pk).status == "completed", timeout=60)
+    run.refresh_from_db()
+    assert run.output == {"before": 1, "after": 1}
+    assert [effects(k, run) for k in ("before-sleep", "after-sleep")] == [1, 1]
+    second.signal(signal.SIGTERM)
+    assert second.wait() == 0
