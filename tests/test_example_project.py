@@ -39,3 +39,17 @@ def test_production_settings_refuse_to_start_without_a_secret_key():
     result = manage("check", DEBUG="false", SECRET_KEY="")
     assert result.returncode != 0
     assert "Set SECRET_KEY" in result.stderr
+
+
+def test_the_demo_runs_every_example_workflow_to_its_end(tmp_path):
+    url = f"sqlite:///{tmp_path / 'demo.sqlite3'}"
+    assert manage("migrate", "-v", "0", DATABASE_URL=url).returncode == 0
+    result = manage("demo", DATABASE_URL=url)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert out.count("fulfil-order  COMPLETED") == 2
+    assert "fulfil-order  FAILED" in out and "not enough 'gadget' in stock" in out
+    assert "alert-ops-on-failure  COMPLETED" in out
+    assert "'logged_in': True" in out and "'logged_in': False" in out
+    assert "onboarding  CANCELLED" in out
+    assert "Traceback" not in result.stderr
