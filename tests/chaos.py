@@ -1,6 +1,6 @@
 """Chaos: workers killed with SIGKILL at random while they execute runs; nothing is lost.
 
-    make chaos                                   # 2,000 runs x 5 steps, 3 workers, PostgreSQL
+    make chaos                                   # 2,000 runs x 7 steps, 3 workers, PostgreSQL
     python -m tests.chaos --runs 300 --workers 3 # a shorter one
 
 A short version runs in the suite (tests/test_chaos.py). At the end it checks:
@@ -43,13 +43,13 @@ def run(
     workers: int,
     db_name: str,
     workdir: Path,
-    steps: int = 5,
+    sleep: str = "2s",
     kill_every: tuple[float, float] = (1.0, 3.0),
     timeout: float = 900,
     say: Callable[[str], None] = print,
 ) -> dict:
     import durable_flows as df
-    from durable_flows.models import Run
+    from durable_flows.models import Run, Step
     from tests.models import Effect
 
     lines = workdir / "appended.txt"
@@ -57,10 +57,13 @@ def run(
     for start in range(0, runs, 500):
         df.send(
             [
-                df.Event(name="test/chaos", data={"log": str(lines), "steps": steps})
-                for _ in range(min(500, runs - start))
+                df.Event(
+                    name="test/chaos", data={"log": str(lines), "key": f"k{i}", "sleep": sleep}
+                )
+                for i in range(start, min(runs, start + 500))
             ]
         )
+    waiting = Step.objects.filter(run__function_id="chaos", name="wait", status="waiting")
     chaos_runs = Run.objects.filter(function_id="chaos")
     procs = [start_worker(db_name, workdir / f"worker-{i}.log") for i in range(workers)]
     kills, started = 0, time.monotonic()
@@ -69,7 +72,10 @@ def run(
         while chaos_runs.exclude(status="completed").exists():
             if time.monotonic() - started > timeout:
                 raise AssertionError(f"not finished in {timeout}s: {_statuses(chaos_runs)}")
-            time.sleep(rng.uniform(*kill_every))
+            pause = time.monotonic() + rng.uniform(*kill_every)
+            while time.monotonic() < pause:
+                _release_waiters(waiting)
+                time.sleep(0.2)
             victim = rng.randrange(workers)
             procs[victim].send_signal(signal.SIGKILL)
             procs[victim].wait()
@@ -87,7 +93,7 @@ def run(
                 proc.kill()
     elapsed = time.monotonic() - started
 
-    atomic_names = [f"chaos-atomic-{i}" for i in range(0, steps, 2)]
+    atomic_names = ["chaos-atomic-0", "chaos-atomic-2", "chaos-atomic-4"]
     counts = {}
     for name in atomic_names:
         rows = Effect.objects.filter(key=name).values_list("run_id", flat=True)
@@ -96,7 +102,8 @@ def run(
             per_run[run_id] = per_run.get(run_id, 0) + 1
         counts[name] = per_run
     appended = [line for line in lines.read_text().splitlines() if line]
-    expected_appends = runs * len(range(1, steps, 2))
+    expected_appends = runs * 2
+    outputs = list(chaos_runs.values_list("output", flat=True))
     summary = {
         "runs": runs,
         "completed": chaos_runs.filter(status="completed").count(),
@@ -106,8 +113,18 @@ def run(
         "atomic_rows_missing": sum(runs - len(c) for c in counts.values()),
         "atomic_rows_doubled": sum(1 for c in counts.values() for n in c.values() if n != 1),
         "non_atomic_reexecutions": len(appended) - expected_appends,
+        "waits_resumed_by_event": sum(1 for o in outputs if o and o["resumed_by"]),
     }
     return summary
+
+
+def _release_waiters(waiting) -> None:
+    """Send the event each run that has begun waiting is waiting for."""
+    import durable_flows as df
+
+    keys = {data["key"] for data in waiting.values_list("run__event__data", flat=True)}
+    if keys:
+        df.send([df.Event(name="test/chaos.go", data={"key": key}) for key in sorted(keys)])
 
 
 def _statuses(runs) -> dict:
@@ -124,6 +141,8 @@ def verify(summary: dict) -> list[str]:
         problems.append("runs left in 'running'")
     if summary["atomic_rows_missing"] or summary["atomic_rows_doubled"]:
         problems.append("an atomic step's row is missing or doubled")
+    if summary["waits_resumed_by_event"] != summary["runs"]:
+        problems.append("a wait was not resumed by the event sent for it")
     if not 0 <= summary["non_atomic_reexecutions"] <= summary["kills"]:
         problems.append("non-atomic steps re-executed more often than workers were killed")
     return problems
@@ -154,7 +173,10 @@ def main() -> None:
     import tempfile
 
     workdir = Path(tempfile.mkdtemp(prefix="df-chaos-"))
-    print(f"chaos: {args.runs} runs x 5 steps, {args.workers} workers, SIGKILL every 1-3 s")
+    print(
+        f"chaos: {args.runs} runs x 7 steps (atomic, non-atomic, sleep, wait for an event), "
+        f"{args.workers} workers, SIGKILL every 1-3 s"
+    )
     summary = run(
         runs=args.runs,
         workers=args.workers,

@@ -170,15 +170,18 @@ def _append(path: str, line: str) -> None:
 
 
 @df.function(id="chaos", trigger=df.TriggerEvent(event="test/chaos"), retries=20)
-def chaos(ctx: df.Context) -> str:
-    """Alternates atomic steps (counted rows) and non-atomic ones (lines in a file)."""
-    log = ctx.event.data["log"]
-    for i in range(ctx.event.data.get("steps", 5)):
-        if i % 2 == 0:
-            ctx.step.run(f"atomic-{i}", record, f"chaos-atomic-{i}", ctx.run_id)
-        else:
-            ctx.step.run(f"append-{i}", _append, log, f"{ctx.run_id} {i}", atomic=False)
-    return "ok"
+def chaos(ctx: df.Context) -> dict:
+    """Atomic steps (counted rows), non-atomic ones (lines in a file), a sleep and a
+    wait for an event sent while the run is under way."""
+    data = ctx.event.data
+    ctx.step.run("atomic-0", record, "chaos-atomic-0", ctx.run_id)
+    ctx.step.run("append-1", _append, data["log"], f"{ctx.run_id} 1", atomic=False)
+    ctx.step.sleep("nap", data.get("sleep", "1s"))
+    go = ctx.step.wait_for_event("wait", event="test/chaos.go", match="data.key", timeout="60s")
+    ctx.step.run("atomic-2", record, "chaos-atomic-2", ctx.run_id)
+    ctx.step.run("append-3", _append, data["log"], f"{ctx.run_id} 3", atomic=False)
+    ctx.step.run("atomic-4", record, "chaos-atomic-4", ctx.run_id)
+    return {"resumed_by": go.id if go else None}
 
 
 from . import flows_time  # noqa: E402,F401 - the time-and-events test functions

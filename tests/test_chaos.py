@@ -15,6 +15,7 @@ def test_random_sigkills_lose_nothing_and_double_nothing(tmp_path):
         db_name=connection.settings_dict["NAME"],
         workdir=tmp_path,
         kill_every=(0.4, 1.2),
+        sleep="1s",
         timeout=240,
     )
     print(summary)
