@@ -37,7 +37,7 @@ class CappedPaginator(Paginator):
 
 def pretty_json(value: Any) -> SafeString:
     if value is None:
-        return format_html('<span style="color:var(--body-quiet-color)">—</span>')
+        return format_html('<span style="color:var(--body-quiet-color)">{}</span>', "—")
     text = json.dumps(value, indent=2, ensure_ascii=False)
     return format_html(
         '<pre style="margin:0;max-height:360px;overflow:auto;white-space:pre-wrap">{}</pre>', text
@@ -46,7 +46,7 @@ def pretty_json(value: Any) -> SafeString:
 
 def error_html(error: dict[str, Any] | None) -> SafeString:
     if not error:
-        return format_html("—")
+        return format_html("{}", "—")
     traceback = error.get("traceback")
     return format_html(
         '<div><strong style="color:#ba2121">{}</strong>: {}</div>{}',
@@ -235,7 +235,7 @@ class RunAdmin(ReadOnlyAdmin):
         try:
             url = reverse("durable_flows:run", args=[run.pk])
         except Exception:  # the dashboard is not mounted
-            return format_html("—")
+            return format_html("{}", "—")
         return format_html('<a href="{}">Open the step timeline</a>', url)
 
     def has_control_permission(self, request: HttpRequest) -> bool:
