@@ -5,6 +5,7 @@ timeline, rerun it. Screenshots go to test-artifacts/ (gitignored)."""
 from __future__ import annotations
 
 import re
+import signal
 import shutil
 from pathlib import Path
 
@@ -50,7 +51,7 @@ def shot(page: Page, name: str) -> Path:
 def test_staff_send_an_event_watch_it_complete_and_rerun_it(live_server, start_worker, browser):
     User.objects.create_user("ops", password=PASSWORD, is_staff=True, is_superuser=True)
     df.send(df.Event(name="test/catches"))  # a run with a failed step, for the pictures
-    start_worker()
+    worker = start_worker()
     context = browser.new_context(viewport={"width": 1360, "height": 900})
     page = context.new_page()
     page.set_default_timeout(30_000)
@@ -110,3 +111,5 @@ def test_staff_send_an_event_watch_it_complete_and_rerun_it(live_server, start_w
     expect(page.locator("#three-steps")).to_contain_text("test/three")
     shot(page, "functions")
     context.close()
+    worker.signal(signal.SIGTERM)  # a graceful stop closes its database connection
+    assert worker.wait(30) == 0
