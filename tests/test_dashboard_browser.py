@@ -5,8 +5,8 @@ timeline, rerun it. Screenshots go to test-artifacts/ (gitignored)."""
 from __future__ import annotations
 
 import re
-import signal
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
