@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import User
+from django.db import connections
 from playwright.sync_api import Page, expect, sync_playwright
 
 import durable_flows as df
@@ -39,6 +40,10 @@ def browser(monkeypatch):
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         yield browser
         browser.close()
+        # The ORM calls made while Playwright runs get a connection of their own
+        # (Django's connections are per context): close it, or PostgreSQL cannot
+        # drop the test database.
+        connections.close_all()
 
 
 def shot(page: Page, name: str) -> Path:
