@@ -40,10 +40,11 @@ class EventKeyAuthentication(authentication.BaseAuthentication):
 
 
 # Basic first: its WWW-Authenticate header makes an anonymous request a 401, not a 403.
+# An explicit Authorization header (Basic or Bearer) wins over a session cookie.
 AUTHENTICATION_CLASSES = [
     authentication.BasicAuthentication,
-    authentication.SessionAuthentication,
     EventKeyAuthentication,
+    authentication.SessionAuthentication,
 ]
 
 
