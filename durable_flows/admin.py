@@ -11,6 +11,7 @@ from django.core.paginator import Paginator
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
@@ -53,7 +54,8 @@ def error_html(error: dict[str, Any] | None) -> SafeString:
         error.get("type", "Error"),
         error.get("message", ""),
         format_html(
-            '<pre style="margin:6px 0 0;max-height:360px;overflow:auto;font-size:11px">{}</pre>',
+            '<pre style="margin:6px 0 0;max-height:360px;max-width:80ch;overflow:auto;'
+            'white-space:pre-wrap;font-size:11px">{}</pre>',
             traceback,
         )
         if traceback
@@ -74,10 +76,17 @@ STATUS_COLOURS = {
 
 def status_badge(status: str) -> SafeString:
     return format_html(
-        '<span style="color:{};font-weight:600">● {}</span>',
+        '<span style="color:{};font-weight:600;white-space:nowrap">● {}</span>',
         STATUS_COLOURS.get(status, "#6b7489"),
         status,
     )
+
+
+def precise(when: Any) -> str:
+    """A timestamp to the millisecond, in the current time zone: steps take milliseconds."""
+    if when is None:
+        return "—"
+    return timezone.localtime(when).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
 def link(viewname: str, pk: Any, text: Any) -> SafeString:
@@ -86,6 +95,7 @@ def link(viewname: str, pk: Any, text: Any) -> SafeString:
 
 class ReadOnlyAdmin(admin.ModelAdmin):
     show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER  # a count per filter choice is a scan per choice
     paginator = CappedPaginator
     list_per_page = 50
 
@@ -119,13 +129,17 @@ class StepInline(admin.TabularInline):
     can_delete = False
     show_change_link = False
     ordering = ["position", "id"]
-    fields = ["position", "name", "kind", "step_status", "attempts", "started_at", "duration"]
+    fields = ["position", "name", "kind", "step_status", "attempts", "started", "duration"]
     fields += ["output_json", "error_html"]
     readonly_fields = fields
 
     @admin.display(description="status")
     def step_status(self, step: Step) -> SafeString:
         return status_badge(step.status)
+
+    @admin.display(description="started")
+    def started(self, step: Step) -> str:
+        return precise(step.started_at)
 
     @admin.display(description="duration")
     def duration(self, step: Step) -> str:
@@ -153,6 +167,7 @@ class RunAdmin(ReadOnlyAdmin):
     list_display = ["id", "function_id", "run_status", "event_link", "created_at", "duration"]
     list_filter = ["status", FunctionFilter, "created_at"]
     search_fields = ["=id", "=function_id", "=event__id", "=event__name"]
+    search_help_text = "An exact run id, event id, function id or event name."
     list_select_related = ["event"]
     ordering = ["-created_at", "-id"]
     inlines = [StepInline]
@@ -165,9 +180,9 @@ class RunAdmin(ReadOnlyAdmin):
         "event_data",
         "rerun_of_link",
         "reruns_links",
-        "created_at",
-        "started_at",
-        "ended_at",
+        "created",
+        "started",
+        "ended",
         "duration",
         "output_json",
         "error_html",
@@ -223,6 +238,18 @@ class RunAdmin(ReadOnlyAdmin):
             ((reverse("admin:durable_flows_run_change", args=[pk]), pk, s) for pk, s in reruns),
         )
 
+    @admin.display(description="created at")
+    def created(self, run: Run) -> str:
+        return precise(run.created_at)
+
+    @admin.display(description="started at")
+    def started(self, run: Run) -> str:
+        return precise(run.started_at)
+
+    @admin.display(description="ended at")
+    def ended(self, run: Run) -> str:
+        return precise(run.ended_at)
+
     @admin.display(description="duration")
     def duration(self, run: Run) -> str:
         if run.started_at and run.ended_at:
@@ -244,6 +271,20 @@ class RunAdmin(ReadOnlyAdmin):
         except Exception:  # the dashboard is not mounted
             return format_html("{}", "—")
         return format_html('<a href="{}">Open the step timeline</a>', url)
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None
+    ):
+        run = self.get_object(request, object_id)
+        actions = [("rerun_runs", "Rerun")]
+        if run is not None and run.status not in FINISHED:
+            actions.insert(0, ("cancel_runs", "Cancel"))
+        extra_context = {
+            **(extra_context or {}),
+            "can_control": self.has_control_permission(request),
+            "run_actions": actions,
+        }
+        return super().change_view(request, object_id, form_url, extra_context)
 
     def has_control_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("durable_flows.change_run")
@@ -308,6 +349,7 @@ class EventAdmin(ReadOnlyAdmin):
     list_display = ["id", "name", "received_at", "ts", "runs_link"]
     list_filter = ["received_at"]
     search_fields = ["=id", "=name"]
+    search_help_text = "An exact event id or name."
     ordering = ["-received_at", "-id"]
     fields = ["id", "name", "ts", "received_at", "data_json", "runs_link"]
     readonly_fields = fields

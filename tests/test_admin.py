@@ -140,3 +140,15 @@ def test_non_staff_are_sent_to_the_login_page(client, member):
     assert client.get(RUNS).status_code == 302
     client.force_login(member)
     assert client.get(RUNS).status_code == 302
+
+
+def test_a_run_page_offers_cancel_and_rerun_buttons(admin_client):
+    run = start("test/one")
+    url = reverse("admin:durable_flows_run_change", args=[run.pk])
+    text = admin_client.get(url).content.decode()
+    assert 'value="cancel_runs"' in text and 'value="rerun_runs"' in text
+    admin_client.post(RUNS, {"action": "cancel_runs", "_selected_action": run.pk})
+    run.refresh_from_db()
+    assert run.status == "cancelled"
+    text = admin_client.get(url).content.decode()
+    assert 'value="cancel_runs"' not in text and 'value="rerun_runs"' in text

@@ -115,6 +115,12 @@ def test_staff_send_an_event_watch_it_complete_and_rerun_it(live_server, start_w
     page.goto(live_server.url + "/flows/functions/")
     expect(page.locator("#three-steps")).to_contain_text("test/three")
     shot(page, "functions")
+    page.goto(f"{live_server.url}/admin/durable_flows/run/{failed.pk}/change/")
+    expect(page.locator(".field-name p")).to_have_text(["doomed", "fallback"])
+    shot(page, "admin-run")
+    page.goto(f"{live_server.url}/admin/durable_flows/run/")
+    expect(page.locator("#result_list tbody tr")).to_have_count(3)
+    shot(page, "admin-runs")
     context.close()
     worker.signal(signal.SIGTERM)  # a graceful stop closes its database connection
     assert worker.wait(30) == 0
