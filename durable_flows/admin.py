@@ -119,7 +119,8 @@ class FunctionFilter(admin.SimpleListFilter):
         return [(f, f) for f in sorted(registry.ids())]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
-        return queryset.filter(function_id=self.value()) if self.value() else queryset
+        value = (self.value() or "").replace("\x00", "")
+        return queryset.filter(function_id=value) if value else queryset
 
 
 class StepInline(admin.TabularInline):
@@ -200,7 +201,7 @@ class RunAdmin(ReadOnlyAdmin):
         # Exact matches, each served by an index. An OR that reaches across the
         # join to the event's name would scan the whole table, so a term that is
         # an event name is searched on its own.
-        term = search_term.strip()
+        term = search_term.replace("\x00", "").strip()
         if not term:
             return queryset, False
         if Event.objects.filter(name=term).exists():

@@ -56,6 +56,11 @@ def _checked_id(value: str) -> str:
     return value
 
 
+def _param(request: HttpRequest, name: str) -> str:
+    """A filter value; NUL cannot match anything stored, and PostgreSQL refuses it."""
+    return request.GET.get(name, "").replace("\x00", "").strip()
+
+
 def _notify(request: HttpRequest, text: str, *, error: bool = False) -> None:
     if apps.is_installed("django.contrib.messages"):
         from django.contrib import messages
@@ -66,7 +71,7 @@ def _notify(request: HttpRequest, text: str, *, error: bool = False) -> None:
 def _page(request: HttpRequest, rows: QuerySet) -> dict[str, Any]:
     """One page without counting the table: fetch one row more to know if there is a next."""
     try:
-        number = max(1, int(request.GET.get("page", "1")))
+        number = min(max(1, int(request.GET.get("page", "1"))), 100_000)
     except ValueError:
         number = 1
     start = (number - 1) * PAGE_SIZE
@@ -93,9 +98,9 @@ def _render(request: HttpRequest, page: str, fragment: str, context: dict[str, A
 
 @staff_required
 def runs(request: HttpRequest) -> HttpResponse:
-    status = request.GET.get("status", "")
-    function_id = request.GET.get("function", "")
-    event_name = request.GET.get("event_name", "").strip()
+    status = _param(request, "status")
+    function_id = _param(request, "function")
+    event_name = _param(request, "event_name")
     rows = Run.objects.select_related("event").order_by("-created_at", "-id")
     if status in RunStatus.values:
         rows = rows.filter(status=status)
@@ -103,8 +108,8 @@ def runs(request: HttpRequest) -> HttpResponse:
         rows = rows.filter(function_id=function_id)
     if event_name:
         rows = rows.filter(event__name=event_name)
-    if request.GET.get("event"):
-        rows = rows.filter(event_id=request.GET["event"])
+    if _param(request, "event"):
+        rows = rows.filter(event_id=_param(request, "event"))
     page = _page(request, rows)
     since = clock.now() - timedelta(days=1)
     counts = dict(
@@ -182,7 +187,7 @@ def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
 @staff_required
 def run_cancel(request: HttpRequest, run_id: str) -> HttpResponse:
     try:
-        run = control.cancel(run_id)
+        run = control.cancel(_checked_id(run_id))
     except RunNotFound:
         raise Http404("no such run")
     if run.status == RunStatus.CANCELLED:
@@ -198,7 +203,7 @@ def run_cancel(request: HttpRequest, run_id: str) -> HttpResponse:
 @staff_required
 def run_rerun(request: HttpRequest, run_id: str) -> HttpResponse:
     try:
-        new_id = control.rerun(run_id)
+        new_id = control.rerun(_checked_id(run_id))
     except RunNotFound:
         raise Http404("no such run")
     _notify(request, f"Started a new run from the same event (rerun of {run_id}).")
@@ -207,7 +212,7 @@ def run_rerun(request: HttpRequest, run_id: str) -> HttpResponse:
 
 @staff_required
 def events(request: HttpRequest) -> HttpResponse:
-    name = request.GET.get("name", "").strip()
+    name = _param(request, "name")
     rows = Event.objects.order_by("-received_at", "-id")
     if name:
         rows = rows.filter(name=name)

@@ -152,3 +152,8 @@ def test_a_run_page_offers_cancel_and_rerun_buttons(admin_client):
     assert run.status == "cancelled"
     text = admin_client.get(url).content.decode()
     assert 'value="cancel_runs"' not in text and 'value="rerun_runs"' in text
+
+
+def test_odd_search_terms_are_not_server_errors(admin_client):
+    assert admin_client.get(RUNS + "?q=a%00b").status_code == 200
+    assert admin_client.get(RUNS + "?function_id=%00").status_code == 200

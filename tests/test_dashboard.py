@@ -152,3 +152,16 @@ def test_functions_page_shows_triggers_counts_and_failure_rate(staff_client):
     card = card[: card.index("</article>")]
     assert "test/nonretriable" in card and "100.0%" in card
     assert "event.data.plan == &#x27;pro&#x27;" in page
+
+
+def test_odd_query_strings_are_not_server_errors(staff_client):
+    for query in (
+        "?event=a%00b",
+        "?function=%00",
+        "?event_name=x%00",
+        "?page=99999999999999999999",
+    ):
+        assert staff_client.get("/flows/" + query).status_code == 200
+    assert staff_client.get("/flows/events/?name=%00").status_code == 200
+    assert staff_client.get("/flows/runs/a%00b/").status_code == 404
+    assert staff_client.get("/flows/events/a%00b/").status_code == 404
