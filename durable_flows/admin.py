@@ -16,7 +16,8 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from . import control, keys
+from . import clock, control, keys
+from .conf import flow_settings
 from .exceptions import RunNotFound
 from .models import FINISHED, Event, EventKey, Run, Step, Worker
 from .registry import registry
@@ -398,7 +399,14 @@ class WorkerAdmin(ReadOnlyAdmin):
         "concurrency",
         "started_at",
         "heartbeat_at",
+        "alive",
     ]
     ordering = ["-heartbeat_at"]
     fields = list_display
     readonly_fields = fields
+
+    @admin.display(boolean=True, description="alive")
+    def alive(self, worker: Worker) -> bool:
+        """Beat within the lease; after that its runs go to other workers."""
+        age = (clock.now() - worker.heartbeat_at).total_seconds()
+        return age <= float(flow_settings.LEASE_SECONDS)

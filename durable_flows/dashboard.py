@@ -227,8 +227,9 @@ def event_detail(request: HttpRequest, event_id: str) -> HttpResponse:
     except Event.DoesNotExist:
         raise Http404("no such event")
     event_runs = list(event.runs.order_by("created_at", "id")[:200])
-    context = {"event": event, "runs": event_runs, "nav": "events"}
-    return render(request, "durable_flows/event.html", context)
+    live = any(run.status not in FINISHED for run in event_runs)
+    context = {"event": event, "runs": event_runs, "live": live, "nav": "events"}
+    return _render(request, "event.html", "_event_runs.html", context)
 
 
 @staff_required

@@ -157,3 +157,17 @@ def test_a_run_page_offers_cancel_and_rerun_buttons(admin_client):
 def test_odd_search_terms_are_not_server_errors(admin_client):
     assert admin_client.get(RUNS + "?q=a%00b").status_code == 200
     assert admin_client.get(RUNS + "?function_id=%00").status_code == 200
+
+
+def test_workers_are_listed_with_whether_they_are_alive(admin_client):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from durable_flows.models import Worker
+
+    Worker.objects.create(name="live-one", pid=1)
+    Worker.objects.create(name="gone-one", pid=2, heartbeat_at=timezone.now() - timedelta(hours=1))
+    page = admin_client.get(reverse("admin:durable_flows_worker_changelist")).content.decode()
+    assert "live-one" in page and "gone-one" in page
+    assert page.count("icon-yes.svg") == 1 and page.count("icon-no.svg") == 1

@@ -165,3 +165,14 @@ def test_odd_query_strings_are_not_server_errors(staff_client):
     assert staff_client.get("/flows/events/?name=%00").status_code == 200
     assert staff_client.get("/flows/runs/a%00b/").status_code == 404
     assert staff_client.get("/flows/events/a%00b/").status_code == 404
+
+
+def test_an_event_page_refreshes_until_its_runs_have_finished(staff_client):
+    run = start("test/one")
+    url = reverse("durable_flows:event", args=[run.event_id])
+    assert "data-refresh" in staff_client.get(url).content.decode()
+    fragment = staff_client.get(url + "?fragment=1").content.decode()
+    assert run.pk in fragment and 'data-final="0"' in fragment and "<html" not in fragment
+    run_until_idle()
+    page = staff_client.get(url).content.decode()
+    assert "data-refresh" not in page and "status-completed" in page
