@@ -11,6 +11,7 @@ from inngest._internal.errors import SendEventsError  # not re-exported by the S
 
 from durable_flows.models import Event, Run
 from durable_flows.testing import run_until_idle
+from project.shop.models import Order, Stock
 from tests.http_fixtures import event_key, revoked_key
 
 __all__ = ["event_key", "revoked_key"]  # fixtures
@@ -97,20 +98,29 @@ def test_the_inngest_python_sdk_sends_events_and_their_runs_complete(live_server
         event_api_base_url=live_server.url,
         is_production=True,
     )
+    Stock.objects.create(item="widget", available=5)
+    order = Order.objects.create(
+        customer_email="ada@example.com", item="widget", quantity=2, total_cents=1800
+    )
     ids = client.send_sync(
         [
-            inngest.Event(name="test/three", data={"order": 1}),
-            inngest.Event(name="test/one", id="order-1-placed"),
+            inngest.Event(name="shop/order.placed", data={"order_id": order.pk}),
+            inngest.Event(name="test/three", id="order-1-placed"),
         ]
     )
     assert len(ids) == 2 and ids[1] == "order-1-placed"
-    assert Event.objects.get(pk=ids[0]).data == {"order": 1}
+    assert Event.objects.get(pk=ids[0]).data == {"order_id": order.pk}
     assert run_until_idle() == 2
     runs = {run.function_id: run for run in Run.objects.filter(event_id__in=ids)}
     assert {f: r.status for f, r in runs.items()} == {
+        "fulfil-order": "completed",
         "three-steps": "completed",
-        "one-step": "completed",
     }
+    # The example project's workflow did its work.
+    order.refresh_from_db()
+    assert order.status == "shipped"
+    assert Stock.objects.get(item="widget").available == 3
+    assert runs["fulfil-order"].output["tracking"] == order.shipment.tracking_number
     assert runs["three-steps"].output == {"a": 1, "b": 1, "c": 1}
 
     # A wrong key, and a bad event, surface as the SDK's own error, at once (no 5xx retries).
