@@ -171,3 +171,13 @@ def test_workers_are_listed_with_whether_they_are_alive(admin_client):
     page = admin_client.get(reverse("admin:durable_flows_worker_changelist")).content.decode()
     assert "live-one" in page and "gone-one" in page
     assert page.count("icon-yes.svg") == 1 and page.count("icon-no.svg") == 1
+
+
+def test_changelists_never_count_past_the_cap(admin_client, monkeypatch):
+    from durable_flows import admin as flows_admin
+
+    monkeypatch.setattr(flows_admin, "COUNT_LIMIT", 5)
+    for _ in range(8):
+        start("test/one")
+    page = admin_client.get(RUNS).content.decode()
+    assert "5 runs" in page and "8 runs" not in page
