@@ -1,43 +1,43 @@
-"""HTTP entry points. The REST API and dashboard live in ``durable_flows.api`` (planned)."""
+"""Inngest's Event API (``POST /e/<key>``), for Inngest SDK clients.
+
+The dashboard lives in ``durable_flows.dashboard`` and the REST API in
+``durable_flows.api``; both are routed by ``durable_flows.urls``.
+"""
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_POST
 
-from .events import parse_json_body, send
+from . import ingest
 from .exceptions import EventValidationError
+from .keys import authenticate
+
+SEED_HEADER = "x-inngest-event-id-seed"
 
 
-def _error(status: int, message: str, **extra: Any) -> JsonResponse:
-    return JsonResponse({"error": message, **extra}, status=status)
-
-
-@require_POST
-def events_api(request: HttpRequest) -> JsonResponse:
-    """POST api/events/ for staff sessions: one event object or a list."""
-    if not (request.user.is_authenticated and request.user.is_staff):
-        return _error(401 if not request.user.is_authenticated else 403, "staff only")
-    try:
-        body = parse_json_body(request.body)
-        ids = send(body if isinstance(body, list) else [body])
-    except ValueError as exc:
-        status = getattr(exc, "status_code", 400)
-        return _error(status, str(exc))
-    return JsonResponse({"ids": ids}, status=201)
+def _reply(status: int, ids: list[str] | None = None, error: str | None = None) -> JsonResponse:
+    body: dict[str, object] = {"ids": ids or [], "status": status}
+    if error is not None:
+        body["error"] = error
+    return JsonResponse(body, status=status)
 
 
 @csrf_exempt
-@require_POST
 def inngest_event_api(request: HttpRequest, key: str) -> JsonResponse:
-    """Inngest's Event API (``POST /e/<key>``). Event keys are not implemented yet: 401."""
-    del key
-    return JsonResponse(
-        {"ids": [], "status": 401, "error": "event keys are not configured"}, status=401
-    )
+    """One event or a list: ``200 {"ids", "status"}``; a client's mistake is a 4xx JSON error.
 
-
-__all__ = ["EventValidationError", "events_api", "inngest_event_api"]
+    Errors are never HTML and never 5xx, because Inngest's client retries 5xx
+    answers for seconds and cannot parse anything but JSON.
+    """
+    if request.method != "POST":
+        response = _reply(405, error="send events with POST")
+        response["Allow"] = "POST"
+        return response
+    if authenticate(key) is None:
+        return _reply(401, error="Event key not found (wrong or revoked)")
+    try:
+        ids = ingest.send_request(request, id_seed=request.headers.get(SEED_HEADER))
+    except EventValidationError as exc:
+        return _reply(exc.status_code, error=str(exc))
+    return _reply(200, ids=ids)

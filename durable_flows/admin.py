@@ -1,0 +1,414 @@
+"""The admin is for inspection: read-only records; cancel, rerun and revoke are actions
+that call the same functions as Python users (``durable_flows.control``, ``keys``)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, cast
+
+from django.contrib import admin, messages
+from django.core.paginator import Paginator
+from django.db.models import Q, QuerySet
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.functional import cached_property
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+
+from . import clock, control, keys
+from .conf import flow_settings
+from .exceptions import RunNotFound
+from .models import FINISHED, Event, EventKey, Run, Step, Worker
+from .registry import registry
+from .templatetags.durable_flows import format_duration
+
+COUNT_LIMIT = 10_000
+
+
+class CappedPaginator(Paginator):
+    """Counts at most COUNT_LIMIT rows: a changelist of a million runs never counts them all."""
+
+    @cached_property
+    def count(self) -> int:
+        try:
+            return cast(QuerySet, self.object_list).order_by()[:COUNT_LIMIT].count()
+        except (AttributeError, TypeError):
+            return len(self.object_list)
+
+
+def pretty_json(value: Any) -> SafeString:
+    if value is None:
+        return format_html('<span style="color:var(--body-quiet-color)">{}</span>', "—")
+    text = json.dumps(value, indent=2, ensure_ascii=False)
+    return format_html(
+        '<pre style="margin:0;max-height:360px;overflow:auto;white-space:pre-wrap">{}</pre>', text
+    )
+
+
+def error_html(error: dict[str, Any] | None) -> SafeString:
+    if not error:
+        return format_html("{}", "—")
+    traceback = error.get("traceback")
+    return format_html(
+        '<div><strong style="color:#ba2121">{}</strong>: {}</div>{}',
+        error.get("type", "Error"),
+        error.get("message", ""),
+        format_html(
+            '<pre style="margin:6px 0 0;max-height:360px;max-width:80ch;overflow:auto;'
+            'white-space:pre-wrap;font-size:11px">{}</pre>',
+            traceback,
+        )
+        if traceback
+        else "",
+    )
+
+
+STATUS_COLOURS = {
+    "queued": "#6b7489",
+    "running": "#2f7de1",
+    "waiting": "#8a4fd6",
+    "completed": "#1f9d62",
+    "failed": "#dc3b4b",
+    "cancelled": "#b36d0c",
+    "skipped": "#9aa1b1",
+}
+
+
+def status_badge(status: str) -> SafeString:
+    return format_html(
+        '<span style="color:{};font-weight:600;white-space:nowrap">● {}</span>',
+        STATUS_COLOURS.get(status, "#6b7489"),
+        status,
+    )
+
+
+def precise(when: Any) -> str:
+    """A timestamp to the millisecond, in the current time zone: steps take milliseconds."""
+    if when is None:
+        return "—"
+    return timezone.localtime(when).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def link(viewname: str, pk: Any, text: Any) -> SafeString:
+    return format_html('<a href="{}">{}</a>', reverse(viewname, args=[pk]), text)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER  # a count per filter choice is a scan per choice
+    paginator = CappedPaginator
+    list_per_page = 50
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class FunctionFilter(admin.SimpleListFilter):
+    """Choices from the registry, not from a DISTINCT over the whole table."""
+
+    title = "function"
+    parameter_name = "function_id"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(f, f) for f in sorted(registry.ids())]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        value = (self.value() or "").replace("\x00", "")
+        return queryset.filter(function_id=value) if value else queryset
+
+
+class StepInline(admin.TabularInline):
+    model = Step
+    extra = 0
+    max_num = 0
+    can_delete = False
+    show_change_link = False
+    ordering = ["position", "id"]
+    fields = ["position", "name", "kind", "step_status", "attempts", "started", "duration"]
+    fields += ["output_json", "error_html"]
+    readonly_fields = fields  # type: ignore[assignment]  # stubs type `fields` more broadly
+
+    @admin.display(description="status")
+    def step_status(self, step: Step) -> SafeString:
+        return status_badge(step.status)
+
+    @admin.display(description="started")
+    def started(self, step: Step) -> str:
+        return precise(step.started_at)
+
+    @admin.display(description="duration")
+    def duration(self, step: Step) -> str:
+        if step.started_at and step.ended_at:
+            return format_duration(step.ended_at - step.started_at)
+        return ""
+
+    @admin.display(description="output")
+    def output_json(self, step: Step) -> SafeString:
+        return pretty_json(step.output)
+
+    @admin.display(description="error")
+    def error_html(self, step: Step) -> SafeString:
+        return error_html(step.error)
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Run)
+class RunAdmin(ReadOnlyAdmin):
+    list_display = ["id", "function_id", "run_status", "event_link", "created_at", "duration"]
+    list_filter = ["status", FunctionFilter, "created_at"]
+    search_fields = ["=id", "=function_id", "=event__id", "=event__name"]
+    search_help_text = "An exact run id, event id, function id or event name."
+    list_select_related = ["event"]
+    ordering = ["-created_at", "-id"]
+    inlines = [StepInline]
+    actions = ["cancel_runs", "rerun_runs"]
+    fields = [
+        "id",
+        "function_id",
+        "run_status",
+        "event_link",
+        "event_data",
+        "rerun_of_link",
+        "reruns_links",
+        "created",
+        "started",
+        "ended",
+        "duration",
+        "output_json",
+        "error_html",
+        "queue",
+        "priority",
+        "attempt",
+        "available_at",
+        "cancel_requested",
+        "lease_owner",
+        "dashboard_link",
+    ]
+    readonly_fields = fields  # type: ignore[assignment]  # stubs type `fields` more broadly
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str):
+        # Exact matches, each served by an index. An OR that reaches across the
+        # join to the event's name would scan the whole table, so a term that is
+        # an event name is searched on its own.
+        term = search_term.replace("\x00", "").strip()
+        if not term:
+            return queryset, False
+        if Event.objects.filter(name=term).exists():
+            return queryset.filter(event_id__in=Event.objects.filter(name=term).values("id")), False
+        return queryset.filter(Q(pk=term) | Q(function_id=term) | Q(event_id=term)), False
+
+    @admin.display(description="status", ordering="status")
+    def run_status(self, run: Run) -> SafeString:
+        return status_badge(run.status)
+
+    @admin.display(description="event", ordering="event__name")
+    def event_link(self, run: Run) -> SafeString | str:
+        if run.event_id is None:
+            return "—"
+        return link(
+            "admin:durable_flows_event_change", run.event_id, run.event.name if run.event else ""
+        )
+
+    @admin.display(description="event data")
+    def event_data(self, run: Run) -> SafeString:
+        return pretty_json(run.event.data if run.event else None)
+
+    @admin.display(description="rerun of")
+    def rerun_of_link(self, run: Run) -> SafeString | str:
+        if not run.rerun_of_id:
+            return "—"
+        return link("admin:durable_flows_run_change", run.rerun_of_id, run.rerun_of_id)
+
+    @admin.display(description="reruns")
+    def reruns_links(self, run: Run) -> SafeString | str:
+        reruns = list(run.reruns.order_by("created_at").values_list("id", "status")[:50])
+        if not reruns:
+            return "—"
+        return format_html_join(
+            ", ",
+            '<a href="{}">{}</a> ({})',
+            ((reverse("admin:durable_flows_run_change", args=[pk]), pk, s) for pk, s in reruns),
+        )
+
+    @admin.display(description="created at")
+    def created(self, run: Run) -> str:
+        return precise(run.created_at)
+
+    @admin.display(description="started at")
+    def started(self, run: Run) -> str:
+        return precise(run.started_at)
+
+    @admin.display(description="ended at")
+    def ended(self, run: Run) -> str:
+        return precise(run.ended_at)
+
+    @admin.display(description="duration")
+    def duration(self, run: Run) -> str:
+        if run.started_at and run.ended_at:
+            return format_duration(run.ended_at - run.started_at)
+        return ""
+
+    @admin.display(description="output")
+    def output_json(self, run: Run) -> SafeString:
+        return pretty_json(run.output)
+
+    @admin.display(description="error")
+    def error_html(self, run: Run) -> SafeString:
+        return error_html(run.error)
+
+    @admin.display(description="dashboard")
+    def dashboard_link(self, run: Run) -> SafeString:
+        try:
+            url = reverse("durable_flows:run", args=[run.pk])
+        except Exception:  # the dashboard is not mounted
+            return format_html("{}", "—")
+        return format_html('<a href="{}">Open the step timeline</a>', url)
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None
+    ):
+        run = self.get_object(request, object_id)
+        actions = [("rerun_runs", "Rerun")]
+        if run is not None and run.status not in FINISHED:
+            actions.insert(0, ("cancel_runs", "Cancel"))
+        extra_context = {
+            **(extra_context or {}),
+            "can_control": self.has_control_permission(request),
+            "run_actions": actions,
+        }
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def has_control_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("durable_flows.change_run")
+
+    @admin.action(description="Cancel selected runs", permissions=["control"])
+    def cancel_runs(self, request: HttpRequest, queryset: QuerySet) -> None:
+        cancelled = requested = unchanged = 0
+        for run_id, status in queryset.values_list("id", "status")[:1000]:
+            if status in FINISHED:
+                unchanged += 1
+                continue
+            try:
+                run = control.cancel(run_id)
+            except RunNotFound:
+                continue
+            if run.status == "cancelled":
+                cancelled += 1
+            elif run.cancel_requested:
+                requested += 1
+        self.message_user(
+            request,
+            f"Cancelled {cancelled} run(s); {requested} will stop after their current step; "
+            f"{unchanged} had already ended.",
+            messages.SUCCESS,
+        )
+
+    @admin.action(
+        description="Rerun selected runs (new runs from the same events)", permissions=["control"]
+    )
+    def rerun_runs(self, request: HttpRequest, queryset: QuerySet) -> None:
+        started = [control.rerun(run_id) for run_id in queryset.values_list("id", flat=True)[:1000]]
+        self.message_user(request, f"Started {len(started)} new run(s).", messages.SUCCESS)
+
+
+class RunInline(admin.TabularInline):
+    model = Run
+    fk_name = "event"
+    extra = 0
+    max_num = 0
+    can_delete = False
+    fields = ["run_link", "function_id", "run_status", "created_at", "ended_at"]
+    readonly_fields = fields  # type: ignore[assignment]  # stubs type `fields` more broadly
+    ordering = ["created_at", "id"]
+
+    @admin.display(description="run")
+    def run_link(self, run: Run) -> SafeString:
+        return link("admin:durable_flows_run_change", run.pk, run.pk)
+
+    @admin.display(description="status")
+    def run_status(self, run: Run) -> SafeString:
+        return status_badge(run.status)
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Event)
+class EventAdmin(ReadOnlyAdmin):
+    list_display = ["id", "name", "received_at", "ts", "runs_link"]
+    list_filter = ["received_at"]
+    search_fields = ["=id", "=name"]
+    search_help_text = "An exact event id or name."
+    ordering = ["-received_at", "-id"]
+    fields = ["id", "name", "ts", "received_at", "data_json", "runs_link"]
+    readonly_fields = fields  # type: ignore[assignment]  # stubs type `fields` more broadly
+    inlines = [RunInline]
+
+    @admin.display(description="data")
+    def data_json(self, event: Event) -> SafeString:
+        return pretty_json(event.data)
+
+    @admin.display(description="runs")
+    def runs_link(self, event: Event) -> SafeString:
+        url = reverse("admin:durable_flows_run_changelist") + f"?event__id__exact={event.pk}"
+        return format_html('<a href="{}">runs it started</a>', url)
+
+
+@admin.register(EventKey)
+class EventKeyAdmin(ReadOnlyAdmin):
+    list_display = ["name", "prefix", "created_at", "last_used_at", "revoked_at", "active"]
+    list_filter = ["revoked_at"]
+    search_fields = ["name", "prefix"]
+    fields = ["name", "prefix", "created_at", "last_used_at", "revoked_at"]
+    readonly_fields = fields  # type: ignore[assignment]  # stubs type `fields` more broadly
+    actions = ["revoke"]
+
+    @admin.display(boolean=True)
+    def active(self, key: EventKey) -> bool:
+        return key.is_active
+
+    def has_revoke_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("durable_flows.change_eventkey")
+
+    @admin.action(description="Revoke selected event keys", permissions=["revoke"])
+    def revoke(self, request: HttpRequest, queryset: QuerySet) -> None:
+        revoked = keys.revoke(queryset)
+        self.message_user(request, f"Revoked {revoked} event key(s).", messages.SUCCESS)
+
+
+@admin.register(Worker)
+class WorkerAdmin(ReadOnlyAdmin):
+    list_display = [
+        "name",
+        "hostname",
+        "pid",
+        "queues",
+        "concurrency",
+        "started_at",
+        "heartbeat_at",
+        "alive",
+    ]
+    ordering = ["-heartbeat_at"]
+    fields = list_display  # type: ignore[assignment]
+    readonly_fields = fields  # type: ignore[assignment]  # stubs type `fields` more broadly
+
+    @admin.display(boolean=True, description="alive")
+    def alive(self, worker: Worker) -> bool:
+        """Beat within the lease; after that its runs go to other workers."""
+        age = (clock.now() - worker.heartbeat_at).total_seconds()
+        return age <= float(flow_settings.LEASE_SECONDS)

@@ -1,0 +1,1 @@
+"""The REST API (Django REST Framework): serializers, views, event-key authentication."""

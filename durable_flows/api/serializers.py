@@ -1,0 +1,90 @@
+"""Field names are the models' (SPEC §7)."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from ..models import Event, Run, Step
+
+
+class StepSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Step
+        fields = [
+            "run",
+            "name",
+            "kind",
+            "status",
+            "position",
+            "output",
+            "error",
+            "attempts",
+            "started_at",
+            "ended_at",
+        ]
+
+
+class RunSerializer(serializers.ModelSerializer):
+    event_name = serializers.CharField(source="event.name", read_only=True, allow_null=True)
+
+    class Meta:
+        model = Run
+        fields = [
+            "id",
+            "function_id",
+            "status",
+            "event",
+            "event_name",
+            "output",
+            "error",
+            "created_at",
+            "started_at",
+            "ended_at",
+            "queue",
+            "attempt",
+            "cancel_requested",
+            "rerun_of",
+        ]
+
+
+class RunDetailSerializer(RunSerializer):
+    steps = StepSerializer(many=True, read_only=True)
+
+    class Meta(RunSerializer.Meta):
+        fields = [*RunSerializer.Meta.fields, "steps"]
+
+
+class EventSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Event
+        fields = ["id", "name", "data", "ts", "received_at"]
+
+
+class EventDetailSerializer(EventSerializer):
+    runs = RunSerializer(many=True, read_only=True)
+
+    class Meta(EventSerializer.Meta):
+        fields = [*EventSerializer.Meta.fields, "runs"]
+
+
+class SentSerializer(serializers.Serializer):
+    ids = serializers.ListField(child=serializers.CharField())
+
+
+class ErrorSerializer(serializers.Serializer):
+    error = serializers.CharField()
+    detail = serializers.CharField()
+
+
+class TriggerSerializer(serializers.Serializer):
+    event = serializers.CharField(required=False)
+    expression = serializers.CharField(required=False, allow_null=True)
+    cron = serializers.CharField(required=False)
+
+
+class FunctionSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    name = serializers.CharField()
+    triggers = TriggerSerializer(many=True)
+    retries = serializers.IntegerField()
+    queue = serializers.CharField()

@@ -1,0 +1,282 @@
+"""SPEC §8's endpoints. Staff (or ``API_PERMISSION_CLASSES``) everywhere; event keys may send."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import django_filters
+from django.db.models import Prefetch, QuerySet
+from django_filters.rest_framework import DjangoFilterBackend
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.renderers import OpenApiJsonRenderer, OpenApiYamlRenderer
+from drf_spectacular.utils import extend_schema
+from drf_spectacular.views import SpectacularAPIView
+from rest_framework import exceptions, generics, mixins, parsers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import exception_handler
+
+from .. import __version__, control, ingest
+from ..exceptions import EventValidationError, RunNotFound
+from ..models import Event, Run, RunStatus, Step
+from ..registry import registry
+from . import serializers as s
+from .auth import AUTHENTICATION_CLASSES, EventKeyOrConfigured, configured_permissions
+
+
+class EventKeyScheme(OpenApiAuthenticationExtension):
+    target_class = "durable_flows.api.auth.EventKeyAuthentication"
+    name = "eventKey"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
+        return {"type": "http", "scheme": "bearer", "description": "An event key"}
+
+
+class StrictJSONParser(parsers.BaseParser):
+    """JSON without NaN or Infinity, and with a bounded body (413 past it)."""
+
+    media_type = "application/json"
+
+    def parse(self, stream: Any, media_type: Any = None, parser_context: Any = None) -> Any:
+        return ingest.parse(ingest.read_body(stream))
+
+
+class Pagination(PageNumberPagination):
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 500
+
+
+def handle_exception(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """DRF's handler, plus our own errors as 4xx, with an ``error`` message in every body."""
+    if isinstance(exc, EventValidationError):
+        api_exc = exceptions.APIException(str(exc))
+        api_exc.status_code = exc.status_code
+        exc = api_exc
+    elif isinstance(exc, RunNotFound):
+        exc = exceptions.NotFound(str(exc))
+    response = exception_handler(exc, context)
+    if response is not None and isinstance(response.data, dict):
+        detail = response.data.get("detail")
+        response.data["error"] = str(detail) if detail is not None else f"invalid: {response.data}"
+    return response
+
+
+class APIMixin:
+    authentication_classes = AUTHENTICATION_CLASSES
+    renderer_classes = [JSONRenderer]
+    parser_classes = [StrictJSONParser]
+    pagination_class = Pagination
+    schema = AutoSchema()
+
+    def get_permissions(self) -> list[Any]:
+        return configured_permissions()
+
+    def get_exception_handler(self) -> Any:
+        return handle_exception
+
+
+def _safe_pk(value: str) -> str:
+    # NUL cannot be in a stored id, and PostgreSQL refuses it in a query: not found.
+    if "\x00" in value:
+        raise exceptions.NotFound("no such object")
+    return value
+
+
+class RunFilter(django_filters.FilterSet):
+    status = django_filters.ChoiceFilter(choices=RunStatus.choices)
+    function_id = django_filters.CharFilter()
+    event_name = django_filters.CharFilter(field_name="event__name")
+    event = django_filters.CharFilter(field_name="event_id", label="Event id")
+
+    class Meta:
+        model = Run
+        fields = ["status", "function_id", "event_name", "event"]
+
+
+class EventFilter(django_filters.FilterSet):
+    name = django_filters.CharFilter()
+
+    class Meta:
+        model = Event
+        fields = ["name"]
+
+
+class RunSchema(AutoSchema):
+    """cancel and rerun take no body and answer with the run (the new one for rerun)."""
+
+    def get_request_serializer(self) -> Any:
+        if getattr(self.view, "action", None) in ("cancel", "rerun"):
+            return None
+        return super().get_request_serializer()
+
+    def get_response_serializers(self) -> Any:
+        action_name = getattr(self.view, "action", None)
+        if action_name == "cancel":
+            return {200: s.RunDetailSerializer, 404: s.ErrorSerializer}
+        if action_name == "rerun":
+            return {201: s.RunDetailSerializer, 404: s.ErrorSerializer}
+        return super().get_response_serializers()
+
+
+class EventSchema(AutoSchema):
+    """POST takes one event or a list and answers with their ids."""
+
+    def get_request_serializer(self) -> Any:
+        if self.method == "POST":
+            return {
+                "application/json": {
+                    "oneOf": [
+                        {"$ref": "#/components/schemas/EventIn"},
+                        {
+                            "type": "array",
+                            "items": {"$ref": "#/components/schemas/EventIn"},
+                            "minItems": 1,
+                            "maxItems": ingest.MAX_EVENTS_PER_REQUEST,
+                        },
+                    ]
+                }
+            }
+        return super().get_request_serializer()
+
+    def get_response_serializers(self) -> Any:
+        if self.method == "POST":
+            errors = dict.fromkeys((400, 401, 403, 413), s.ErrorSerializer)
+            return {201: s.SentSerializer, **errors}
+        return super().get_response_serializers()
+
+
+class RunViewSet(APIMixin, viewsets.ReadOnlyModelViewSet):
+    """Runs, newest first; a run's detail has its ``steps`` in order."""
+
+    schema = RunSchema()
+
+    filter_backends = [DjangoFilterBackend]
+    filterset_class = RunFilter
+
+    def get_queryset(self) -> QuerySet[Run]:
+        runs = Run.objects.select_related("event").order_by("-created_at", "-id")
+        if self.action != "list":
+            runs = runs.prefetch_related(Prefetch("steps", Step.objects.order_by("position", "id")))
+        return runs
+
+    def get_serializer_class(self) -> type:
+        return s.RunSerializer if self.action == "list" else s.RunDetailSerializer
+
+    def get_object(self) -> Run:
+        _safe_pk(self.kwargs["pk"])
+        return super().get_object()
+
+    def _answer(self, run_id: str, code: int) -> Response:
+        run = self.get_queryset().get(pk=run_id)
+        return Response(s.RunDetailSerializer(run).data, status=code)
+
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, pk: str) -> Response:
+        """Cancel the run (a running one stops between steps); a finished run is unchanged."""
+        run = control.cancel(_safe_pk(pk))
+        return self._answer(run.pk, status.HTTP_200_OK)
+
+    @action(detail=True, methods=["post"])
+    def rerun(self, request: Request, pk: str) -> Response:
+        """Start a new run of the same function from the same event."""
+        new_id = control.rerun(_safe_pk(pk))
+        return self._answer(new_id, status.HTTP_201_CREATED)
+
+
+# The request body of POST api/events/: one of these, or a list of them.
+EVENT_IN_SCHEMA = {
+    "type": "object",
+    "required": ["name"],
+    "properties": {
+        "name": {"type": "string", "minLength": 1, "maxLength": 255},
+        "data": {"type": "object", "additionalProperties": True},
+        "id": {"type": "string", "minLength": 1, "maxLength": 255, "description": "Dedup key"},
+        "ts": {"type": "integer", "minimum": 0, "description": "Milliseconds since the epoch"},
+    },
+}
+
+
+class EventViewSet(
+    APIMixin, mixins.CreateModelMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet,
+):  # fmt: skip
+    """Events, newest first; POST sends one event or a list (event key or staff)."""
+
+    filter_backends = [DjangoFilterBackend]
+    filterset_class = EventFilter
+    schema = EventSchema()
+    lookup_value_regex = ".+"
+
+    def get_queryset(self) -> QuerySet[Event]:
+        events = Event.objects.order_by("-received_at", "-id")
+        if self.action == "retrieve":
+            runs = Run.objects.select_related("event").order_by("created_at", "id")
+            events = events.prefetch_related(Prefetch("runs", runs))
+        return events
+
+    def get_serializer_class(self) -> type:
+        return s.EventDetailSerializer if self.action == "retrieve" else s.EventSerializer
+
+    def get_permissions(self) -> list[Any]:
+        if self.action == "create":
+            return [EventKeyOrConfigured()]
+        return super().get_permissions()
+
+    def get_object(self) -> Event:
+        _safe_pk(self.kwargs["pk"])
+        return super().get_object()
+
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        ids = ingest.send_payload(request.data)
+        return Response({"ids": ids}, status=status.HTTP_201_CREATED)
+
+
+@extend_schema(responses=s.FunctionSerializer(many=True))
+class FunctionListView(APIMixin, generics.ListAPIView):
+    """Registered functions with their triggers and options."""
+
+    serializer_class = s.FunctionSerializer
+
+    def get_queryset(self) -> list[dict[str, Any]]:
+        return [f.describe() for f in sorted(registry.all(), key=lambda f: f.id)]
+
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(page)
+
+
+def only_durable_flows(endpoints: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Preprocessing hook: the schema documents this API only, not the whole project."""
+    return [
+        endpoint
+        for endpoint in endpoints
+        if getattr(getattr(endpoint[3], "cls", None), "__module__", "") == __name__
+        and getattr(endpoint[3], "cls", None) is not SchemaView
+    ]
+
+
+class SchemaView(SpectacularAPIView):
+    """The OpenAPI 3 document of this API (JSON; ``?format=yaml`` for YAML)."""
+
+    authentication_classes = AUTHENTICATION_CLASSES
+    renderer_classes = [OpenApiJsonRenderer, OpenApiYamlRenderer]
+    custom_settings = {
+        "TITLE": "durable_flows API",
+        "DESCRIPTION": "Events, runs and steps of durable_flows; send events, cancel and rerun.",
+        "VERSION": __version__,
+        "PREPROCESSING_HOOKS": [f"{__name__}.only_durable_flows"],
+        "COMPONENT_SPLIT_REQUEST": True,
+        "ENUM_NAME_OVERRIDES": {"RunStatusEnum": RunStatus.choices},
+        "APPEND_COMPONENTS": {"schemas": {"EventIn": EVENT_IN_SCHEMA}},
+    }
+
+    def get_permissions(self) -> list[Any]:
+        return configured_permissions()
+
+    def get_exception_handler(self) -> Any:
+        return handle_exception

@@ -1,0 +1,315 @@
+"""The staff dashboard: runs, a run's step waterfall, events, functions, and a send form.
+
+Server-rendered; ``static/durable_flows/dashboard.js`` refreshes the live parts
+by fetching the same URL with ``?fragment=1``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from functools import wraps
+from typing import Any
+from urllib.parse import urlencode
+
+from django import forms
+from django.apps import apps
+from django.contrib.auth.views import redirect_to_login
+from django.db.models import Count, Prefetch, QuerySet
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import NoReverseMatch, reverse
+from django.views.decorators.http import require_POST
+
+from . import clock, control
+from .events import parse_json_body, send
+from .exceptions import EventValidationError, RunNotFound
+from .models import FINISHED, Event, Run, RunStatus, Step
+from .registry import registry
+from .templatetags.durable_flows import format_duration
+
+PAGE_SIZE = 50
+
+
+def staff_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Anonymous visitors go to the admin's login page; signed-in non-staff get a 403."""
+
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        user = request.user
+        if not user.is_authenticated:
+            try:
+                login_url = reverse("admin:login")
+            except NoReverseMatch:
+                return HttpResponse("Staff only: sign in first.", status=401)
+            return redirect_to_login(request.get_full_path(), login_url)
+        if not (user.is_active and user.is_staff):
+            return HttpResponse("Staff only.", status=403)
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+def _checked_id(value: str) -> str:
+    if "\x00" in value:  # never stored, and PostgreSQL refuses it in a query
+        raise Http404("no such object")
+    return value
+
+
+def _param(request: HttpRequest, name: str) -> str:
+    """A filter value; NUL cannot match anything stored, and PostgreSQL refuses it."""
+    return request.GET.get(name, "").replace("\x00", "").strip()
+
+
+def _notify(request: HttpRequest, text: str, *, error: bool = False) -> None:
+    if apps.is_installed("django.contrib.messages"):
+        from django.contrib import messages
+
+        (messages.error if error else messages.success)(request, text)
+
+
+def _page(request: HttpRequest, rows: QuerySet) -> dict[str, Any]:
+    """One page without counting the table: fetch one row more to know if there is a next."""
+    try:
+        number = min(max(1, int(request.GET.get("page", "1"))), 100_000)
+    except ValueError:
+        number = 1
+    start = (number - 1) * PAGE_SIZE
+    items = list(rows[start : start + PAGE_SIZE + 1])
+    query = request.GET.copy()
+    query.pop("fragment", None)
+
+    def link(n: int) -> str:
+        query["page"] = str(n)
+        return "?" + query.urlencode()
+
+    return {
+        "items": items[:PAGE_SIZE],
+        "number": number,
+        "previous_url": link(number - 1) if number > 1 else None,
+        "next_url": link(number + 1) if len(items) > PAGE_SIZE else None,
+    }
+
+
+def _render(request: HttpRequest, page: str, fragment: str, context: dict[str, Any]):
+    template = fragment if request.GET.get("fragment") else page
+    return render(request, f"durable_flows/{template}", context)
+
+
+@staff_required
+def runs(request: HttpRequest) -> HttpResponse:
+    status = _param(request, "status")
+    function_id = _param(request, "function")
+    event_name = _param(request, "event_name")
+    rows = Run.objects.select_related("event").order_by("-created_at", "-id")
+    if status in RunStatus.values:
+        rows = rows.filter(status=status)
+    if function_id:
+        rows = rows.filter(function_id=function_id)
+    if event_name:
+        rows = rows.filter(event__name=event_name)
+    if _param(request, "event"):
+        rows = rows.filter(event_id=_param(request, "event"))
+    page = _page(request, rows)
+    since = clock.now() - timedelta(days=1)
+    counts = dict(
+        Run.objects.filter(created_at__gte=since)
+        .values_list("status")
+        .annotate(n=Count("id"))
+        .values_list("status", "n")
+    )
+    context = {
+        "page": page,
+        "statuses": RunStatus.choices,
+        "function_ids": sorted(registry.ids()),
+        "filters": {"status": status, "function": function_id, "event_name": event_name},
+        "live": page["number"] == 1,
+        "summary": [(label, value, counts.get(value, 0)) for value, label in RunStatus.choices],
+        "total_day": sum(counts.values()),
+        "nav": "runs",
+    }
+    return _render(request, "runs.html", "_runs_table.html", context)
+
+
+def waterfall(run: Run, steps: list[Step]) -> list[dict[str, Any]]:
+    """Each step's bar: offset and width in % of the run's span, with its duration."""
+    now = clock.now()
+    t0 = run.started_at or run.created_at
+    t1 = run.ended_at or now
+    for step in steps:
+        if step.ended_at and step.ended_at > t1:
+            t1 = step.ended_at
+    span = max((t1 - t0).total_seconds(), 0.001)
+    bars = []
+    for step in steps:
+        start = step.started_at or t0
+        end = step.ended_at or (now if not run.is_finished else t1)
+        offset = max(0.0, (start - t0).total_seconds() / span * 100)
+        width = max(0.6, (end - start).total_seconds() / span * 100)
+        bars.append(
+            {
+                "step": step,
+                "offset": round(min(offset, 99.4), 2),
+                "width": round(min(width, 100 - min(offset, 99.4)), 2),
+                "duration": format_duration(end - start),
+                "start": format_duration(start - t0),
+            }
+        )
+    return bars
+
+
+@staff_required
+def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
+    try:
+        run = (
+            Run.objects.select_related("event", "rerun_of")
+            .prefetch_related(Prefetch("steps", Step.objects.order_by("position", "id")))
+            .get(pk=_checked_id(run_id))
+        )
+    except Run.DoesNotExist:
+        raise Http404("no such run")
+    steps = list(run.steps.all())
+    end = run.ended_at or clock.now()
+    context = {
+        "run": run,
+        "bars": waterfall(run, steps),
+        "reruns": list(run.reruns.order_by("-created_at")[:20]),
+        "total": format_duration(end - (run.started_at or run.created_at)),
+        "queued_for": format_duration((run.started_at or end) - run.created_at),
+        "live": run.status not in FINISHED,
+        "can_cancel": run.status not in FINISHED,
+        "nav": "runs",
+    }
+    return _render(request, "run.html", "_run_body.html", context)
+
+
+@require_POST
+@staff_required
+def run_cancel(request: HttpRequest, run_id: str) -> HttpResponse:
+    try:
+        run = control.cancel(_checked_id(run_id))
+    except RunNotFound:
+        raise Http404("no such run")
+    if run.status == RunStatus.CANCELLED:
+        _notify(request, "Run cancelled.")
+    elif run.cancel_requested and run.status == RunStatus.RUNNING:
+        _notify(request, "Cancel requested: the run stops after its current step.")
+    else:
+        _notify(request, f"The run had already ended ({run.status}).", error=True)
+    return redirect("durable_flows:run", run_id=run.pk)
+
+
+@require_POST
+@staff_required
+def run_rerun(request: HttpRequest, run_id: str) -> HttpResponse:
+    try:
+        new_id = control.rerun(_checked_id(run_id))
+    except RunNotFound:
+        raise Http404("no such run")
+    _notify(request, f"Started a new run from the same event (rerun of {run_id}).")
+    return redirect("durable_flows:run", run_id=new_id)
+
+
+@staff_required
+def events(request: HttpRequest) -> HttpResponse:
+    name = _param(request, "name")
+    rows = Event.objects.order_by("-received_at", "-id")
+    if name:
+        rows = rows.filter(name=name)
+    context = {"page": _page(request, rows), "filters": {"name": name}, "nav": "events"}
+    return render(request, "durable_flows/events.html", context)
+
+
+@staff_required
+def event_detail(request: HttpRequest, event_id: str) -> HttpResponse:
+    try:
+        event = Event.objects.get(pk=_checked_id(event_id))
+    except Event.DoesNotExist:
+        raise Http404("no such event")
+    event_runs = list(event.runs.order_by("created_at", "id")[:200])
+    live = any(run.status not in FINISHED for run in event_runs)
+    context = {"event": event, "runs": event_runs, "live": live, "nav": "events"}
+    return _render(request, "event.html", "_event_runs.html", context)
+
+
+@staff_required
+def functions(request: HttpRequest) -> HttpResponse:
+    since = clock.now() - timedelta(days=1)
+    stats: dict[str, dict[str, int]] = {}
+    for function_id, status, n in (
+        Run.objects.filter(created_at__gte=since)
+        .values_list("function_id", "status")
+        .annotate(n=Count("id"))
+        .values_list("function_id", "status", "n")
+    ):
+        stats.setdefault(function_id, {})[status] = n
+    rows = []
+    for function in sorted(registry.all(), key=lambda f: f.id):
+        counts = stats.get(function.id, {})
+        failed = counts.get(RunStatus.FAILED, 0)
+        finished = failed + counts.get(RunStatus.COMPLETED, 0)
+        rows.append(
+            {
+                "function": function.describe(),
+                "runs_url": reverse("durable_flows:dashboard")
+                + "?"
+                + urlencode({"function": function.id}),
+                "total": sum(counts.values()),
+                "completed": counts.get(RunStatus.COMPLETED, 0),
+                "failed": failed,
+                "active": sum(counts.get(s, 0) for s in ("queued", "running", "waiting")),
+                "failure_rate": (failed / finished * 100) if finished else None,
+            }
+        )
+    return render(request, "durable_flows/functions.html", {"rows": rows, "nav": "functions"})
+
+
+class SendEventForm(forms.Form):
+    name = forms.CharField(
+        max_length=255,
+        widget=forms.TextInput(
+            attrs={"placeholder": "user/signup", "list": "event-names", "autocomplete": "off"}
+        ),
+    )
+    data = forms.CharField(  # type: ignore[assignment]  # a field, not BaseForm.data
+        required=False,
+        initial="{}",
+        widget=forms.Textarea(attrs={"rows": 10, "spellcheck": "false"}),
+        help_text="A JSON object.",
+    )
+    id = forms.CharField(
+        required=False,
+        max_length=255,
+        label="Id (optional)",
+        help_text="The same id within 24 hours is stored once and starts no further runs.",
+    )
+
+    def clean_data(self) -> dict[str, Any]:
+        text = self.cleaned_data["data"].strip() or "{}"
+        try:
+            value = parse_json_body(text)
+        except ValueError as exc:
+            raise forms.ValidationError(f"Not valid JSON: {exc}")
+        if not isinstance(value, dict):
+            raise forms.ValidationError('Must be a JSON object, e.g. {"user_id": 7}.')
+        return value
+
+
+@staff_required
+def send_event(request: HttpRequest) -> HttpResponse:
+    form = SendEventForm(request.POST or None, initial={"name": request.GET.get("name", "")})
+    if request.method == "POST" and form.is_valid():
+        event = {"name": form.cleaned_data["name"], "data": form.cleaned_data["data"]}
+        if form.cleaned_data["id"]:
+            event["id"] = form.cleaned_data["id"]
+        try:
+            (event_id,) = send([event])
+        except EventValidationError as exc:
+            form.add_error(None, str(exc))
+        else:
+            started = Event.objects.get(pk=event_id).runs.count()
+            _notify(request, f"Event sent; it started {started} run(s).")
+            return redirect("durable_flows:event", event_id=event_id)
+    triggers = sorted({t.event for f in registry.all() for t in f.triggers if hasattr(t, "event")})
+    context = {"form": form, "triggers": triggers, "nav": "send"}
+    return render(request, "durable_flows/send.html", context, status=400 if form.errors else 200)

@@ -1,0 +1,178 @@
+"""The staff dashboard, through Django's test client (the browser test drives it for real)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+import durable_flows as df
+from durable_flows.models import Event, Run
+from durable_flows.testing import run_until_idle
+from tests.http_fixtures import PASSWORD, member, staff
+
+__all__ = ["member", "staff"]  # fixtures
+
+pytestmark = pytest.mark.django_db
+
+PAGES = ["/flows/", "/flows/events/", "/flows/functions/", "/flows/events/send/"]
+
+
+def start(name: str, **data) -> Run:
+    (event_id,) = df.send(df.Event(name=name, data=data))
+    return Run.objects.get(event_id=event_id)
+
+
+@pytest.fixture
+def staff_client(client, staff):
+    client.force_login(staff)
+    return client
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_anonymous_visitors_go_to_login_and_non_staff_are_refused(client, member, path):
+    response = client.get(path)
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("admin:login"))
+    client.force_login(member)
+    assert client.get(path).status_code == 403
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_staff_see_every_page(staff_client, path):
+    assert staff_client.get(path).status_code == 200
+
+
+def test_runs_list_filters_and_its_live_fragment(staff_client):
+    done = start("test/one")
+    failed = start("test/nonretriable")
+    run_until_idle()
+    page = staff_client.get("/flows/").content.decode()
+    assert done.pk in page and failed.pk in page and 'data-refresh="3000"' in page
+    page = staff_client.get("/flows/?status=failed").content.decode()
+    assert failed.pk in page and done.pk not in page
+    page = staff_client.get("/flows/?function=one-step").content.decode()
+    assert done.pk in page and failed.pk not in page
+    page = staff_client.get("/flows/?event_name=test/nonretriable").content.decode()
+    assert failed.pk in page and done.pk not in page
+    fragment = staff_client.get("/flows/?fragment=1").content.decode()
+    assert done.pk in fragment and "<html" not in fragment
+
+
+def test_pages_do_not_count_the_whole_table(staff_client):
+    for _ in range(55):
+        start("test/one")
+    first = staff_client.get("/flows/").content.decode()
+    assert len(re.findall(r"data-run=", first)) == 50
+    assert "?page=2" in first
+    second = staff_client.get("/flows/?page=2").content.decode()
+    assert len(re.findall(r"data-run=", second)) == 5 and "?page=3" not in second
+
+
+def test_a_run_page_has_a_waterfall_of_its_steps_and_the_error(staff_client):
+    run = start("test/catches")
+    run_until_idle()
+    page = staff_client.get(reverse("durable_flows:run", args=[run.pk])).content.decode()
+    names = re.findall(r'class="wf-name"><span class="kind[^"]*">[^<]*</span> ([^<]+)</span>', page)
+    assert names == ["doomed", "fallback"]
+    assert len(re.findall(r'class="wf-bar bar-(\w+)"', page)) == 2
+    assert "bar-failed" in page and "bar-completed" in page
+    assert "flaky failure 2" in page and "Traceback" in page
+    assert 'data-final="1"' in page and "data-refresh" not in page  # finished: no polling
+    assert reverse("durable_flows:event", args=[run.event_id]) in page
+
+
+def test_an_unfinished_run_page_refreshes_and_offers_cancel(staff_client):
+    run = start("test/one")
+    page = staff_client.get(reverse("durable_flows:run", args=[run.pk])).content.decode()
+    assert "data-refresh" in page and reverse("durable_flows:run-cancel", args=[run.pk]) in page
+    fragment = staff_client.get(reverse("durable_flows:run", args=[run.pk]) + "?fragment=1")
+    assert "<html" not in fragment.content.decode()
+    assert staff_client.get(reverse("durable_flows:run", args=["nope"])).status_code == 404
+
+
+def test_cancel_and_rerun_are_csrf_protected_posts(staff):
+    client = Client(enforce_csrf_checks=True)
+    client.login(username=staff.username, password=PASSWORD)
+    run = start("test/one")
+    cancel = reverse("durable_flows:run-cancel", args=[run.pk])
+    rerun = reverse("durable_flows:run-rerun", args=[run.pk])
+    assert client.get(cancel).status_code == 405
+    assert client.post(cancel).status_code == 403  # no CSRF token
+    run.refresh_from_db()
+    assert run.status == "queued"
+    client.get(reverse("durable_flows:run", args=[run.pk]))
+    token = client.cookies["csrftoken"].value
+    response = client.post(cancel, {"csrfmiddlewaretoken": token})
+    assert response.status_code == 302
+    run.refresh_from_db()
+    assert run.status == "cancelled"
+    response = client.post(rerun, {"csrfmiddlewaretoken": token})
+    new = Run.objects.get(rerun_of=run)
+    assert response["Location"] == reverse("durable_flows:run", args=[new.pk])
+
+
+def test_the_send_form_sends_an_event_and_shows_it(staff_client):
+    response = staff_client.post(
+        "/flows/events/send/", {"name": "test/three", "data": '{"order": 5}', "id": ""}
+    )
+    event = Event.objects.get(name="test/three")
+    assert response.status_code == 302
+    assert response["Location"] == reverse("durable_flows:event", args=[event.pk])
+    assert event.data == {"order": 5}
+    page = staff_client.get(response["Location"]).content.decode()
+    assert "three-steps" in page and Run.objects.get(event=event).pk in page
+
+
+@pytest.mark.parametrize(
+    ("data", "says"),
+    [
+        ({"name": "test/one", "data": "{nope"}, "Not valid JSON"),
+        ({"name": "test/one", "data": '{"x": NaN}'}, "Not valid JSON"),
+        ({"name": "test/one", "data": "[1, 2]"}, "JSON object"),
+        ({"name": "", "data": "{}"}, "required"),
+        ({"name": "durable_flows/function.failed", "data": "{}"}, "reserved"),
+    ],
+)
+def test_the_send_form_explains_bad_input_and_stores_nothing(staff_client, data, says):
+    response = staff_client.post("/flows/events/send/", data)
+    assert response.status_code == 400
+    assert says in response.content.decode()
+    assert not Event.objects.exists()
+
+
+def test_functions_page_shows_triggers_counts_and_failure_rate(staff_client):
+    start("test/nonretriable")
+    start("test/nonretriable")
+    run_until_idle()
+    page = staff_client.get("/flows/functions/").content.decode()
+    card = page[page.index('id="non-retriable"') :]
+    card = card[: card.index("</article>")]
+    assert "test/nonretriable" in card and "100.0%" in card
+    assert "event.data.plan == &#x27;pro&#x27;" in page
+
+
+def test_odd_query_strings_are_not_server_errors(staff_client):
+    for query in (
+        "?event=a%00b",
+        "?function=%00",
+        "?event_name=x%00",
+        "?page=99999999999999999999",
+    ):
+        assert staff_client.get("/flows/" + query).status_code == 200
+    assert staff_client.get("/flows/events/?name=%00").status_code == 200
+    assert staff_client.get("/flows/runs/a%00b/").status_code == 404
+    assert staff_client.get("/flows/events/a%00b/").status_code == 404
+
+
+def test_an_event_page_refreshes_until_its_runs_have_finished(staff_client):
+    run = start("test/one")
+    url = reverse("durable_flows:event", args=[run.event_id])
+    assert "data-refresh" in staff_client.get(url).content.decode()
+    fragment = staff_client.get(url + "?fragment=1").content.decode()
+    assert run.pk in fragment and 'data-final="0"' in fragment and "<html" not in fragment
+    run_until_idle()
+    page = staff_client.get(url).content.decode()
+    assert "data-refresh" not in page and "status-completed" in page
