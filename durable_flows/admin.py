@@ -19,7 +19,7 @@ from django.utils.safestring import SafeString
 from . import clock, control, keys
 from .conf import flow_settings
 from .exceptions import RunNotFound
-from .models import FINISHED, Event, EventKey, Run, Step, Worker
+from .models import FINISHED, Event, EventKey, Run, RunStatus, Step, Worker
 from .registry import registry
 from .templatetags.durable_flows import format_duration
 
@@ -173,7 +173,7 @@ class RunAdmin(ReadOnlyAdmin):
     list_select_related = ["event"]
     ordering = ["-created_at", "-id"]
     inlines = [StepInline]
-    actions = ["cancel_runs", "rerun_runs"]
+    actions = ["cancel_runs", "rerun_runs", "retry_runs"]
     fields = [
         "id",
         "function_id",
@@ -283,6 +283,8 @@ class RunAdmin(ReadOnlyAdmin):
         actions = [("rerun_runs", "Rerun")]
         if run is not None and run.status not in FINISHED:
             actions.insert(0, ("cancel_runs", "Cancel"))
+        if run is not None and run.status == RunStatus.FAILED:
+            actions.append(("retry_runs", "Retry from the failed step"))
         extra_context = {
             **(extra_context or {}),
             "can_control": self.has_control_permission(request),
@@ -321,6 +323,23 @@ class RunAdmin(ReadOnlyAdmin):
     def rerun_runs(self, request: HttpRequest, queryset: QuerySet) -> None:
         started = [control.rerun(run_id) for run_id in queryset.values_list("id", flat=True)[:1000]]
         self.message_user(request, f"Started {len(started)} new run(s).", messages.SUCCESS)
+
+    @admin.action(
+        description="Retry selected failed runs from their failed step", permissions=["control"]
+    )
+    def retry_runs(self, request: HttpRequest, queryset: QuerySet) -> None:
+        retried = skipped = 0
+        for run_id in queryset.values_list("id", flat=True)[:1000]:
+            try:
+                control.retry(run_id)
+                retried += 1
+            except (control.NotRetriable, RunNotFound):
+                skipped += 1
+        self.message_user(
+            request,
+            f"Retrying {retried} run(s) from their failed step; {skipped} had not failed.",
+            messages.SUCCESS,
+        )
 
 
 class RunInline(admin.TabularInline):

@@ -1,4 +1,4 @@
-"""Control from Python (and the admin, API and dashboard): cancel and rerun."""
+"""Control from Python (and the admin, API and dashboard): cancel, rerun, retry."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from django.db import transaction
 from . import clock, notify, waits
 from .conf import db_alias
 from .engine import state
-from .exceptions import RunNotFound
+from .exceptions import DurableFlowsError, RunNotFound
 from .models import Run
 
 
@@ -52,3 +52,17 @@ def rerun(run_id: str) -> str:
         waits.arm_cancel_rules([run], using)
         notify.work_available(using)
     return run.pk
+
+
+class NotRetriable(DurableFlowsError, ValueError):
+    """Only a failed run can be retried from its failed step."""
+
+
+def retry(run_id: str) -> Run:
+    """Resume a failed run from the step that failed it (completed steps are not
+    executed again; the failed step gets its retries anew). Returns the run, queued."""
+    using = db_alias()
+    run = _get(run_id, using)
+    if not state.retry_failed(run_id, using):
+        raise NotRetriable(f"run {run_id} is {run.status}: only a failed run can be retried")
+    return _get(run_id, using)

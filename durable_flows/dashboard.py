@@ -210,6 +210,20 @@ def run_rerun(request: HttpRequest, run_id: str) -> HttpResponse:
     return redirect("durable_flows:run", run_id=new_id)
 
 
+@require_POST
+@staff_required
+def run_retry(request: HttpRequest, run_id: str) -> HttpResponse:
+    try:
+        run = control.retry(_checked_id(run_id))
+    except RunNotFound:
+        raise Http404("no such run")
+    except control.NotRetriable as exc:
+        _notify(request, str(exc), error=True)
+        return redirect("durable_flows:run", run_id=run_id)
+    _notify(request, "Retrying the run from its failed step.")
+    return redirect("durable_flows:run", run_id=run.pk)
+
+
 @staff_required
 def events(request: HttpRequest) -> HttpResponse:
     name = _param(request, "name")

@@ -17,6 +17,7 @@ urlpatterns = [
     path("runs/<str:run_id>/", dashboard.run_detail, name="run"),
     path("runs/<str:run_id>/cancel/", dashboard.run_cancel, name="run-cancel"),
     path("runs/<str:run_id>/rerun/", dashboard.run_rerun, name="run-rerun"),
+    path("runs/<str:run_id>/retry/", dashboard.run_retry, name="run-retry"),
     path("events/", dashboard.events, name="events"),
     path("events/send/", dashboard.send_event, name="send-event"),
     path("events/<path:event_id>/", dashboard.event_detail, name="event"),

@@ -185,3 +185,16 @@ def chaos(ctx: df.Context) -> dict:
 
 
 from . import flows_time  # noqa: E402,F401 - the time-and-events test functions
+
+
+def _needs_permission(run_id: str) -> str:
+    record("gate", run_id)
+    if not Ledger.objects.filter(key=f"allow-{run_id}").exists():
+        raise df.NonRetriableError("not allowed yet")
+    return "allowed"
+
+
+@df.function(id="gated", trigger=df.TriggerEvent(event="test/gated"), retries=0)
+def gated(ctx: df.Context) -> str:
+    ctx.step.run("before", record, "gated-before", ctx.run_id)
+    return ctx.step.run("gate", _needs_permission, ctx.run_id, atomic=False)

@@ -261,11 +261,29 @@ def test_cancel_answers_200_with_the_run_and_rerun_201_with_the_new_run(client, 
     assert client.post(f"{API}/runs/nope/rerun/").status_code == 404
 
 
+def test_retry_resumes_a_failed_run_and_refuses_others_with_409(client, staff):
+    from tests.models import Ledger
+
+    run = start("test/gated")
+    run_until_idle()
+    client.force_login(staff)
+    Ledger.objects.create(key=f"allow-{run.pk}")
+    response = client.post(f"{API}/runs/{run.pk}/retry/")
+    assert response.status_code == 200
+    assert (response.json()["id"], response.json()["status"]) == (run.pk, "queued")
+    run_until_idle()
+    assert Run.objects.get(pk=run.pk).status == "completed"
+    again = client.post(f"{API}/runs/{run.pk}/retry/")
+    assert again.status_code == 409 and "only a failed run" in again.json()["error"]
+    assert client.post(f"{API}/runs/nope/retry/").status_code == 404
+
+
 def test_cancel_and_rerun_are_staff_only(client, member, event_key):
     run = start("test/one")
     for auth in ({}, basic(member), bearer(event_key)):
         assert client.post(f"{API}/runs/{run.pk}/cancel/", **auth).status_code in (401, 403)
         assert client.post(f"{API}/runs/{run.pk}/rerun/", **auth).status_code in (401, 403)
+        assert client.post(f"{API}/runs/{run.pk}/retry/", **auth).status_code in (401, 403)
     run.refresh_from_db()
     assert run.status == "queued" and Run.objects.count() == 1
 

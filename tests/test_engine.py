@@ -267,3 +267,23 @@ def test_runflows_burst_in_process_sees_the_tests_own_transaction():
     call_command("runflows", "--burst", verbosity=0)
     run.refresh_from_db()
     assert run.status == "completed"
+
+
+def test_a_failed_run_retried_from_its_failed_step_keeps_its_completed_steps():
+    from durable_flows.control import NotRetriable, retry
+
+    run = start("test/gated")
+    run_until_idle()
+    run.refresh_from_db()
+    assert run.status == "failed"
+    with pytest.raises(NotRetriable):
+        retry(start("test/one").pk)  # queued, not failed
+    Ledger.objects.create(key=f"allow-{run.pk}")
+    assert retry(run.pk).status == "queued"
+    run_until_idle()
+    run.refresh_from_db()
+    assert (run.status, run.output, run.error) == ("completed", "allowed", None)
+    assert effects("gated-before", run) == 1  # the completed step was not executed again
+    assert effects("gate", run) == 2
+    gate = run.steps.get(name="gate")
+    assert (gate.status, gate.attempts) == ("completed", 1)

@@ -110,7 +110,7 @@ class RunSchema(AutoSchema):
     """cancel and rerun take no body and answer with the run (the new one for rerun)."""
 
     def get_request_serializer(self) -> Any:
-        if getattr(self.view, "action", None) in ("cancel", "rerun"):
+        if getattr(self.view, "action", None) in ("cancel", "rerun", "retry"):
             return None
         return super().get_request_serializer()
 
@@ -120,6 +120,8 @@ class RunSchema(AutoSchema):
             return {200: s.RunDetailSerializer, 404: s.ErrorSerializer}
         if action_name == "rerun":
             return {201: s.RunDetailSerializer, 404: s.ErrorSerializer}
+        if action_name == "retry":
+            return {200: s.RunDetailSerializer, 404: s.ErrorSerializer, 409: s.ErrorSerializer}
         return super().get_response_serializers()
 
 
@@ -186,6 +188,17 @@ class RunViewSet(APIMixin, viewsets.ReadOnlyModelViewSet):
         """Start a new run of the same function from the same event."""
         new_id = control.rerun(_safe_pk(pk))
         return self._answer(new_id, status.HTTP_201_CREATED)
+
+    @action(detail=True, methods=["post"])
+    def retry(self, request: Request, pk: str) -> Response:
+        """Resume a failed run from the step that failed it (409 if it had not failed)."""
+        try:
+            run = control.retry(_safe_pk(pk))
+        except control.NotRetriable as exc:
+            return Response(
+                {"error": str(exc), "detail": str(exc)}, status=status.HTTP_409_CONFLICT
+            )
+        return self._answer(run.pk, status.HTTP_200_OK)
 
 
 # The request body of POST api/events/: one of these, or a list of them.

@@ -18,7 +18,7 @@ from .. import clock, notify, waits
 from ..conf import flow_settings
 from ..events import json_bytes, send_system
 from ..exceptions import LeaseLost, StepOutputError
-from ..models import Run, RunStatus, Step, new_id
+from ..models import Run, RunStatus, Step, StepStatus, new_id
 
 FINISHED_EVENT = "durable_flows/function.finished"
 FAILED_EVENT = "durable_flows/function.failed"
@@ -209,6 +209,41 @@ def cancel_reason(run: Run, using: str) -> dict[str, Any]:
     if isinstance(error, dict) and error.get("type") in ("Cancelled", "FunctionTimeout"):
         return error
     return cancelled_error()
+
+
+def retry_failed(run_id: str, using: str) -> bool:
+    """Resume a failed run from the step that failed it: its completed steps stay
+    memoized, the failed step gets a fresh retry budget. False if the run had not failed."""
+    now = clock.now()
+    with transaction.atomic(using=using):
+        reopened = (
+            Run.objects.using(using)
+            .filter(pk=run_id, status=RunStatus.FAILED)
+            .update(
+                status=RunStatus.QUEUED,
+                error=None,
+                ended_at=None,
+                attempt=0,
+                available_at=now,
+                updated_at=now,
+                cancel_requested=False,
+            )
+        )
+        if not reopened:
+            return False
+        last_failed = (
+            Step.objects.using(using)
+            .filter(run_id=run_id, status=StepStatus.FAILED)
+            .order_by("-position")
+            .first()
+        )
+        if last_failed is not None:
+            Step.objects.using(using).filter(pk=last_failed.pk).update(
+                status=StepStatus.RUNNING, attempts=0, ended_at=None
+            )
+        waits.arm_cancel_rules([Run.objects.using(using).get(pk=run_id)], using)
+        notify.work_available(using)
+    return True
 
 
 def _lifecycle_data(run: Run) -> dict[str, Any]:
