@@ -182,7 +182,10 @@ def _insert(rows: list[models.Event], using: str) -> list[models.Event]:
 
 
 def _start_runs(events: list[models.Event], using: str, now: datetime) -> list[models.Run]:
+    from .engine import flow_control
+
     runs: list[models.Run] = []
+    started: list[models.Run] = []  # saved already by flow control (a new batch)
     for event in events:
         payload = event.as_dict()
         available_at = max(now, from_ms(event.ts)) if event.ts > ms(now) else now
@@ -191,8 +194,15 @@ def _start_runs(events: list[models.Event], using: str, now: datetime) -> list[m
                 function.id
             ):
                 continue  # a function is never triggered by its own lifecycle events
-            runs.append(
-                models.Run(
+            if function.admission_controlled:
+                run, saved = flow_control.admit(function, event, now, available_at, using)
+                if run is None:
+                    continue
+                if saved:
+                    started.append(run)
+                    continue
+            else:
+                run = models.Run(
                     function_id=function.id,
                     event=event,
                     queue=function.queue,
@@ -200,11 +210,12 @@ def _start_runs(events: list[models.Event], using: str, now: datetime) -> list[m
                     updated_at=now,
                     available_at=available_at,
                 )
-            )
+            runs.append(run)
     if runs:
         models.Run.objects.using(using).bulk_create(runs)
+    if runs or started:
         notify.work_available(using)
-    return runs
+    return started + runs
 
 
 def send_system(name: str, data: dict[str, Any]) -> list[str]:

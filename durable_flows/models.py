@@ -112,6 +112,12 @@ class Run(models.Model):
     rerun_of = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="reruns"
     )
+    # Concurrency slots (engine/flow_control.py): up to two (key, limit) pairs;
+    # the key names the function, the constraint and the CEL key's value.
+    concurrency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
+    concurrency_limit = models.PositiveIntegerField(null=True, blank=True)
+    concurrency_key_2 = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
+    concurrency_limit_2 = models.PositiveIntegerField(null=True, blank=True)
 
     objects = FlowManager.from_queryset(RunQuerySet)()
 
@@ -126,6 +132,16 @@ class Run(models.Model):
             ),
             models.Index(
                 fields=["lease_owner"], name="df_run_leased", condition=Q(status="running")
+            ),
+            models.Index(
+                fields=["concurrency_key"],
+                name="df_run_slot",
+                condition=Q(status="running", concurrency_key__isnull=False),
+            ),
+            models.Index(
+                fields=["concurrency_key_2"],
+                name="df_run_slot_2",
+                condition=Q(status="running", concurrency_key_2__isnull=False),
             ),
             models.Index(fields=["-created_at"], name="df_run_created"),
             models.Index(fields=["status", "-created_at"], name="df_run_status"),
@@ -201,3 +217,6 @@ class Worker(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} (pid {self.pid})"
+
+
+from .flow_models import FlowKey, RunEvent, StepTask  # noqa: E402, F401

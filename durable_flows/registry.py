@@ -88,51 +88,135 @@ class TriggerCron:
 # --- options (names as in Inngest's Python SDK) -----------------------------
 
 
+def _optional_key(value: str | None, what: str) -> str | None:
+    return _optional_expression(value, f"{what}(key=...)")
+
+
+def _period(value: Any, what: str, *, low: timedelta, high: timedelta) -> timedelta:
+    period = _duration(value, what)
+    if not low <= period <= high:
+        raise ConfigurationError(f"{what} must be between {low} and {high}, got {period}")
+    return period
+
+
 @dataclass(frozen=True)
 class Concurrency:
+    """At most ``limit`` steps of the function executing at once, per value of ``key``."""
+
     limit: int
     key: str | None = None
     scope: str = "fn"
 
+    def __post_init__(self) -> None:
+        _positive_int(self.limit, "Concurrency(limit=...)", maximum=100_000)
+        _optional_key(self.key, "Concurrency")
+        if self.scope != "fn":
+            raise ConfigurationError(
+                f"Concurrency(scope={self.scope!r}): only scope='fn' is supported"
+            )
+
 
 @dataclass(frozen=True)
 class Throttle:
+    """At most ``limit`` run starts per ``period`` per key (``burst`` at once); none dropped."""
+
     limit: int
     period: timedelta | str
     key: str | None = None
     burst: int = 1
 
+    def __post_init__(self) -> None:
+        _positive_int(self.limit, "Throttle(limit=...)")
+        _positive_int(self.burst, "Throttle(burst=...)")
+        period = _period(
+            self.period, "Throttle(period=...)", low=timedelta(seconds=1), high=timedelta(days=7)
+        )
+        object.__setattr__(self, "period", period)
+        _optional_key(self.key, "Throttle")
+
 
 @dataclass(frozen=True)
 class RateLimit:
+    """At most ``limit`` runs per ``period`` per key; each extra event's run is skipped."""
+
     limit: int
     period: timedelta | str
     key: str | None = None
 
+    def __post_init__(self) -> None:
+        _positive_int(self.limit, "RateLimit(limit=...)")
+        period = _period(
+            self.period, "RateLimit(period=...)", low=timedelta(seconds=1), high=timedelta(days=1)
+        )
+        object.__setattr__(self, "period", period)
+        _optional_key(self.key, "RateLimit")
+
 
 @dataclass(frozen=True)
 class Debounce:
+    """One run with the last event of a key, ``period`` after it (at most ``timeout`` later)."""
+
     period: timedelta | str
     key: str | None = None
     timeout: timedelta | str | None = None
 
+    def __post_init__(self) -> None:
+        period = _period(
+            self.period, "Debounce(period=...)", low=timedelta(seconds=1), high=timedelta(days=7)
+        )
+        object.__setattr__(self, "period", period)
+        _optional_key(self.key, "Debounce")
+        if self.timeout is not None:
+            timeout = _period(
+                self.timeout, "Debounce(timeout=...)", low=period, high=timedelta(days=7)
+            )
+            object.__setattr__(self, "timeout", timeout)
+
 
 @dataclass(frozen=True)
 class Batch:
+    """One run receives up to ``max_size`` events; a partial batch starts ``timeout`` after
+    its first event."""
+
     max_size: int
     timeout: timedelta | str
     key: str | None = None
 
+    def __post_init__(self) -> None:
+        _positive_int(self.max_size, "Batch(max_size=...)", maximum=1000)
+        timeout = _period(
+            self.timeout, "Batch(timeout=...)", low=timedelta(seconds=1), high=timedelta(days=1)
+        )
+        object.__setattr__(self, "timeout", timeout)
+        _optional_key(self.key, "Batch")
+
+
+PRIORITY_RANGE = 600
+
 
 @dataclass(frozen=True)
 class Priority:
+    """``run``: a CEL expression giving seconds from -600 to 600; higher runs go first."""
+
     run: str | None = None
+
+    def __post_init__(self) -> None:
+        _optional_expression(self.run, "Priority(run=...)")
 
 
 @dataclass(frozen=True)
 class Singleton:
+    """At most one active run per key; ``skip`` the new one or ``cancel`` the active one."""
+
     key: str | None = None
     mode: str = "skip"
+
+    def __post_init__(self) -> None:
+        _optional_key(self.key, "Singleton")
+        if self.mode not in ("skip", "cancel"):
+            raise ConfigurationError(
+                f"Singleton(mode=...) must be 'skip' or 'cancel', got {self.mode!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -152,14 +236,6 @@ class Timeouts:
 # Options accepted by the contract whose engine support has not landed yet:
 # refusing them loudly beats accepting them and silently ignoring them.
 _NOT_YET = (
-    "concurrency",
-    "throttle",
-    "rate_limit",
-    "debounce",
-    "batch_events",
-    "priority",
-    "idempotency",
-    "singleton",
     "cancel",
     "timeouts",
     "on_failure",
@@ -177,6 +253,28 @@ class Function:
     queue: str = "default"
     name: str = ""
     options: dict[str, Any] = field(default_factory=dict)
+    concurrency: tuple[Concurrency, ...] = ()
+    throttle: Throttle | None = None
+    rate_limit: RateLimit | None = None
+    debounce: Debounce | None = None
+    batch_events: Batch | None = None
+    priority: Priority | None = None
+    idempotency: str | None = None
+    singleton: Singleton | None = None
+
+    @property
+    def admission_controlled(self) -> bool:
+        """Does starting a run need more than inserting a row (see ``engine.flow_control``)?"""
+        return bool(
+            self.concurrency
+            or self.throttle
+            or self.rate_limit
+            or self.debounce
+            or self.batch_events
+            or (self.priority and self.priority.run)
+            or self.idempotency
+            or self.singleton
+        )
 
     def __call__(self, ctx: Any) -> Any:
         return self.fn(ctx)
@@ -198,7 +296,31 @@ class Function:
             "triggers": triggers,
             "retries": self.retries,
             "queue": self.queue,
+            "concurrency": [
+                {"limit": c.limit, "key": c.key, "scope": c.scope} for c in self.concurrency
+            ],
+            **{
+                name: _describe_option(getattr(self, name))
+                for name in (
+                    "throttle",
+                    "rate_limit",
+                    "debounce",
+                    "batch_events",
+                    "priority",
+                    "idempotency",
+                    "singleton",
+                )
+            },
         }
+
+
+def _describe_option(value: Any) -> Any:
+    if value is None or isinstance(value, str):
+        return value
+    return {
+        name: v.total_seconds() if isinstance(v, timedelta) else v
+        for name, v in vars(value).items()
+    }
 
 
 class Registry:
@@ -258,6 +380,14 @@ def function(
     retries: int = 4,
     queue: str = "default",
     name: str | None = None,
+    concurrency: Concurrency | list[Concurrency] | None = None,
+    throttle: Throttle | None = None,
+    rate_limit: RateLimit | None = None,
+    debounce: Debounce | None = None,
+    batch_events: Batch | None = None,
+    priority: Priority | None = None,
+    idempotency: str | None = None,
+    singleton: Singleton | None = None,
     **options: Any,
 ) -> Callable[[Callable[..., Any]], Function]:
     """Register ``fn(ctx)`` as a durable function. Bad options fail here, at import."""
@@ -277,6 +407,17 @@ def function(
             raise ConfigurationError(
                 f"function {id!r}: option {key!r} is not supported by this version yet"
             )
+    flow = _flow_control(
+        id,
+        concurrency=concurrency,
+        throttle=throttle,
+        rate_limit=rate_limit,
+        debounce=debounce,
+        batch_events=batch_events,
+        priority=priority,
+        idempotency=idempotency,
+        singleton=singleton,
+    )
 
     def decorator(fn: Callable[..., Any]) -> Function:
         if not callable(fn):
@@ -288,8 +429,59 @@ def function(
             retries=retries,
             queue=queue,
             name=name or getattr(fn, "__name__", id),
+            **flow,
         )
         registry.add(func)
         return func
 
     return decorator
+
+
+_OPTION_TYPES: dict[str, type] = {
+    "throttle": Throttle,
+    "rate_limit": RateLimit,
+    "debounce": Debounce,
+    "batch_events": Batch,
+    "priority": Priority,
+    "singleton": Singleton,
+}
+
+# As Inngest: a batch is one run for many events, so per-event admission rules
+# cannot apply to it.
+_NOT_WITH_BATCHING = ("debounce", "idempotency", "rate_limit", "priority", "singleton")
+
+
+def _flow_control(function_id: str, **given: Any) -> dict[str, Any]:
+    """Check the flow-control options of ``@function``; returns them as Function fields."""
+    where = f"function {function_id!r}"
+    concurrency = given.pop("concurrency")
+    if concurrency is None:
+        limits: tuple[Concurrency, ...] = ()
+    else:
+        limits = tuple(concurrency) if isinstance(concurrency, list | tuple) else (concurrency,)
+    for item in limits:
+        if not isinstance(item, Concurrency):
+            raise ConfigurationError(
+                f"{where}: concurrency must be a list of df.Concurrency, got {item!r}"
+            )
+    if len(limits) > 2:
+        raise ConfigurationError(f"{where}: at most 2 concurrency constraints, got {len(limits)}")
+    if len(limits) == 2 and limits[0].key == limits[1].key:
+        raise ConfigurationError(f"{where}: the two concurrency constraints have the same key")
+    for option, expected in _OPTION_TYPES.items():
+        value = given[option]
+        if value is not None and not isinstance(value, expected):
+            raise ConfigurationError(
+                f"{where}: {option} must be df.{expected.__name__}, got {value!r}"
+            )
+    idempotency = given["idempotency"]
+    if idempotency is not None:
+        _optional_expression(idempotency, f"{where}: idempotency")
+    if given["batch_events"] is not None:
+        clashes = [option for option in _NOT_WITH_BATCHING if given[option] is not None]
+        if clashes:
+            raise ConfigurationError(
+                f"{where}: batch_events cannot be combined with {', '.join(clashes)} "
+                "(as in Inngest: these rules apply per event, a batch is one run for many)"
+            )
+    return {"concurrency": limits, **given}

@@ -15,7 +15,7 @@ from django.db import DatabaseError, connections
 
 from . import clock, notify
 from .conf import db_alias, flow_settings
-from .engine import state
+from .engine import parallel, state
 from .engine.executor import Execution
 from .exceptions import LeaseLost
 from .faults import fault_point
@@ -176,8 +176,10 @@ class Worker:
             connections.close_all()
 
     def _step_once(self) -> bool:
-        """Claim and execute one run; False when nothing was runnable."""
+        """Claim and execute one parallel step task or run; False when nothing was runnable."""
         assert self.row is not None
+        if self._step_task_once():
+            return True
         try:
             token, runs = state.claim(
                 self.using, self.row.pk, self.queues or None, registry.ids(), limit=1
@@ -206,6 +208,31 @@ class Worker:
         finally:
             with self._lock:
                 self.executed += 1
+
+    def _step_task_once(self) -> bool:
+        """Parallel steps first: they belong to runs that have already started."""
+        assert self.row is not None
+        try:
+            claimed = parallel.claim_task(
+                self.using, self.row.pk, self.queues or None, registry.ids()
+            )
+        except DatabaseError:
+            log.exception("claiming a step task failed; retrying")
+            self._reset_connection()
+            return False
+        if claimed is None:
+            return False
+        task, token = claimed
+        function = registry.get(task.function_id)
+        assert function is not None
+        try:
+            parallel.TaskExecution(task, token, function, self.using, self.stopping).execute()
+        except LeaseLost as exc:
+            log.warning("step task %s: lease lost (%s)", task.pk, exc)
+        except Exception:
+            log.exception("step task %s: the engine failed; it moves on with its lease", task.pk)
+            self._reset_connection()
+        return True
 
     def _release_after_error(self, run: Run, token: str) -> None:
         for delay in (0.1, 0.5, 1, 2, 5):
@@ -251,7 +278,9 @@ class Worker:
         )
         if self.queues:
             soon = soon.filter(queue__in=self.queues)
-        return soon.exists()
+        return soon.exists() or parallel.tasks_due(
+            self.using, ids, self.queues or None, now + BURST_LOOKAHEAD
+        )
 
     # --- liveness -------------------------------------------------------------------
 
@@ -282,6 +311,7 @@ class Worker:
         stale = now - timedelta(seconds=lease)
         workers.filter(heartbeat_at__lt=stale).delete()
         rescued = state.rescue_orphans(self.using, workers.values("id"))
+        rescued += parallel.rescue_orphan_tasks(self.using, workers.values("id"))
         if rescued:
             log.warning("took back %d run(s) from workers that stopped heartbeating", rescued)
             self._wake_all()

@@ -17,6 +17,7 @@ from ..conf import flow_settings
 from ..events import send_system
 from ..exceptions import LeaseLost, StepOutputError
 from ..models import Run, RunStatus, Step, new_id
+from . import flow_control
 
 FINISHED_EVENT = "durable_flows/function.finished"
 FAILED_EVENT = "durable_flows/function.failed"
@@ -57,7 +58,12 @@ def claim(
     runnable = Run.objects.using(using).claimable(now, queues, function_ids)
     runnable = runnable.order_by("-priority", "available_at", "id")
     with transaction.atomic(using=using):
-        if connections[using].vendor == "postgresql":
+        if flow_control.uses_slots(function_ids):
+            ids = flow_control.pick(using, runnable, limit)
+            if not ids:
+                return token, []
+            Run.objects.using(using).filter(id__in=ids).update(**lease)
+        elif connections[using].vendor == "postgresql":
             ids = list(
                 runnable.select_for_update(skip_locked=True).values_list("id", flat=True)[:limit]
             )
