@@ -138,3 +138,6 @@ def one_step(ctx: df.Context) -> int:
 )
 def on_finished(ctx: df.Context) -> str:
     return ctx.event.data["run_id"]
+
+
+from . import flows_control  # noqa: E402, F401  - flow-control test functions
