@@ -71,6 +71,7 @@ def rerun(run_id: str) -> str:
             concurrency_limit=original.concurrency_limit,
             concurrency_key_2=original.concurrency_key_2,
             concurrency_limit_2=original.concurrency_limit_2,
+            throttle_key=original.throttle_key,
             created_at=now,
             updated_at=now,
             available_at=now,

@@ -118,6 +118,7 @@ class Run(models.Model):
     concurrency_limit = models.PositiveIntegerField(null=True, blank=True)
     concurrency_key_2 = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
     concurrency_limit_2 = models.PositiveIntegerField(null=True, blank=True)
+    throttle_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
 
     objects = FlowManager.from_queryset(RunQuerySet)()
 

@@ -30,6 +30,7 @@ from typing import Any
 from django.db import connections
 from django.db.models import QuerySet
 
+from .. import clock
 from ..expressions import ExpressionError, evaluate
 from ..models import Event, FlowKey, Run, RunEvent, RunStatus, StepTask
 from ..registry import PRIORITY_RANGE, Function, registry
@@ -110,7 +111,7 @@ def admit(
     if function.singleton and not _singleton_admits(function, run, payload, using):
         return _skipped(run, now), False
     if function.throttle:
-        run.available_at = _throttle(function, payload, run.available_at or now, using)
+        run.available_at = _throttle(function, run, payload, run.available_at or now, using)
     return run, False
 
 
@@ -159,18 +160,51 @@ def _rate_allows(function: Function, payload: dict[str, Any], now: datetime, usi
     return True
 
 
-def _throttle(function: Function, payload: dict[str, Any], due: datetime, using: str) -> datetime:
-    """GCRA again, but late arrivals are delayed rather than dropped: returns the start time."""
+def _throttle(
+    function: Function, run: Run, payload: dict[str, Any], due: datetime, using: str
+) -> datetime:
+    """GCRA again, but late arrivals are delayed rather than dropped: returns the start time.
+
+    This plans the starts when the runs are created; ``_throttle_start`` checks
+    them again when they are claimed, so a backlog (workers were down) does not
+    start all at once.
+    """
     rule = function.throttle
     assert rule is not None
-    period: timedelta = rule.period  # type: ignore[assignment]
-    row = _lock(using, flow_key("throttle", function.id, key_value(rule.key, payload)))
-    interval = period / rule.limit
-    tat = max(row.tat or due, due)
-    start = max(due, tat - interval * (rule.burst - 1))
-    row.tat = tat + interval
+    value = key_value(rule.key, payload)
+    run.throttle_key = flow_key("throttle-start", function.id, value)
+    row = _lock(using, flow_key("throttle", function.id, value))
+    start, row.tat = _gcra_schedule(rule, row.tat, due)
     row.save(using=using)
     return start
+
+
+def _gcra_schedule(rule: Any, tat: datetime | None, now: datetime) -> tuple[datetime, datetime]:
+    """(earliest conforming start, the new theoretical arrival time) for one more start."""
+    interval = rule.period / rule.limit
+    tat = max(tat or now, now)
+    return max(now, tat - interval * (rule.burst - 1)), tat + interval
+
+
+def _throttle_start(using: str, row_id: str, function_id: str, key: str, now: datetime) -> bool:
+    """At claim: may this run start now? If not, it is put back until it may."""
+    function = registry.get(function_id)
+    if function is None or function.throttle is None:
+        return True
+    FlowKey.objects.using(using).bulk_create([FlowKey(key=key)], ignore_conflicts=True)
+    rows = FlowKey.objects.using(using).filter(key=key)
+    if connections[using].vendor == "postgresql":
+        rows = rows.select_for_update(skip_locked=True)
+    row = rows.first()
+    if row is None:
+        return False  # another worker is starting a run of this key
+    start, tat = _gcra_schedule(function.throttle, row.tat, now)
+    if start > now:
+        Run.objects.using(using).filter(pk=row_id).update(available_at=start)
+        return False
+    row.tat = tat
+    row.save(using=using)
+    return True
 
 
 def _debounce(
@@ -257,9 +291,10 @@ def batch_events(run: Run, using: str) -> list[Event]:
 
 
 def uses_slots(function_ids: list[str]) -> bool:
+    """Must claiming look at concurrency slots or throttles (else it is a plain SKIP LOCKED)?"""
     for function_id in function_ids:
         function = registry.get(function_id)
-        if function is not None and function.concurrency:
+        if function is not None and (function.concurrency or function.throttle):
             return True
     return False
 
@@ -300,14 +335,15 @@ def pick(using: str, runnable: QuerySet, limit: int) -> list[str]:
     postgres = connections[using].vendor == "postgresql"
     if postgres:
         runnable = runnable.select_for_update(skip_locked=True)
-    candidates = list(
-        runnable.values_list(
-            "id", "concurrency_key", "concurrency_limit", "concurrency_key_2", "concurrency_limit_2"
-        )[: max(limit, CANDIDATES)]
-    )
+    throttled = runnable.model is Run
+    fields = ["id", "concurrency_key", "concurrency_limit", "concurrency_key_2"]
+    fields += ["concurrency_limit_2", "function_id"]
+    fields += ["throttle_key", "started_at"] if throttled else []
+    candidates = list(runnable.values_list(*fields)[: max(limit, CANDIDATES)])
     chosen: list[str] = []
     taken: Counter[str] = Counter()
-    for row_id, key1, cap1, key2, cap2 in candidates:
+    now = clock.now()
+    for row_id, key1, cap1, key2, cap2, function_id, *start in candidates:
         keys = [(k, c) for k, c in ((key1, cap1), (key2, cap2)) if k]
         if keys:
             if postgres and not all(_try_lock(using, k) for k, _ in keys):
@@ -315,6 +351,10 @@ def pick(using: str, runnable: QuerySet, limit: int) -> list[str]:
             used = slots_in_use(using, [k for k, _ in keys])
             if any(used.get(k, (c, 0))[1] + taken[k] >= c for k, c in keys):
                 continue
+        if start and start[0] and start[1] is None:  # a throttled run's first start
+            if not _throttle_start(using, row_id, function_id, start[0], now):
+                continue
+        if keys:
             taken.update(k for k, _ in keys)
         chosen.append(row_id)
         if len(chosen) >= limit:
