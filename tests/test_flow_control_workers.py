@@ -14,6 +14,7 @@ from django.db import connections
 
 import durable_flows as df
 from durable_flows.models import Run
+from durable_flows.models import Worker as WorkerRow
 from tests.conftest import is_postgres, wait_until
 from tests.models import Effect, Span
 
@@ -69,7 +70,10 @@ def in_threads(target, count: int) -> None:
 def start_workers(start_worker, *args: str) -> list:
     """Two processes of 4 threads on PostgreSQL; SQLite has one worker process."""
     count = 2 if is_postgres() else 1
-    return [start_worker("--concurrency", "4", *args) for _ in range(count)]
+    workers = [start_worker("--concurrency", "4", *args) for _ in range(count)]
+    if "--burst" not in args:  # wait until they are up, for tests that measure delays
+        wait_until(lambda: WorkerRow.objects.count() >= count, timeout=60)
+    return workers
 
 
 # --- concurrency ---------------------------------------------------------------------

@@ -39,6 +39,7 @@ IDEMPOTENCY_PERIOD = timedelta(hours=24)
 ACTIVE = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.WAITING)
 # How many runnable rows one claim looks at when some of them may be over a limit.
 CANDIDATES = 8
+ROUNDS = 4
 
 
 # --- keys -----------------------------------------------------------------------
@@ -328,38 +329,64 @@ def slots_in_use(using: str, keys: list[str] | None = None) -> dict[str, tuple[i
 
 
 def pick(using: str, runnable: QuerySet, limit: int) -> list[str]:
-    """Inside the claim transaction: ids of up to ``limit`` runnable rows with a free slot."""
-    full = [key for key, (cap, count) in slots_in_use(using).items() if count >= cap]
-    if full:
-        runnable = runnable.exclude(concurrency_key__in=full).exclude(concurrency_key_2__in=full)
+    """Inside the claim transaction: ids of up to ``limit`` runnable rows with a free slot.
+
+    Keys found full (or being claimed by another worker) are excluded and the
+    search goes on, a few rounds at most, so that a long FIFO backlog of one key
+    does not hide the runnable work of the others behind it.
+    """
+    full = {key for key, (cap, count) in slots_in_use(using).items() if count >= cap}
     postgres = connections[using].vendor == "postgresql"
-    if postgres:
-        runnable = runnable.select_for_update(skip_locked=True)
     throttled = runnable.model is Run
     fields = ["id", "concurrency_key", "concurrency_limit", "concurrency_key_2"]
     fields += ["concurrency_limit_2", "function_id"]
     fields += ["throttle_key", "started_at"] if throttled else []
-    candidates = list(runnable.values_list(*fields)[: max(limit, CANDIDATES)])
     chosen: list[str] = []
+    passed: list[str] = []
     taken: Counter[str] = Counter()
     now = clock.now()
-    for row_id, key1, cap1, key2, cap2, function_id, *start in candidates:
-        keys = [(k, c) for k, c in ((key1, cap1), (key2, cap2)) if k]
-        if keys:
-            if postgres and not all(_try_lock(using, k) for k, _ in keys):
-                continue  # another worker is claiming this key right now
-            used = slots_in_use(using, [k for k, _ in keys])
-            if any(used.get(k, (c, 0))[1] + taken[k] >= c for k, c in keys):
+    for _ in range(ROUNDS):
+        query = runnable
+        if full:
+            query = query.exclude(concurrency_key__in=full).exclude(concurrency_key_2__in=full)
+        if passed or chosen:
+            query = query.exclude(id__in=passed + chosen)
+        if postgres:
+            query = query.select_for_update(skip_locked=True)
+        candidates = list(query.values_list(*fields)[: max(limit, CANDIDATES)])
+        for row_id, key1, cap1, key2, cap2, function_id, *start in candidates:
+            keys = [(k, c) for k, c in ((key1, cap1), (key2, cap2)) if k]
+            if keys and not _slots_free(using, keys, taken, full, postgres):
                 continue
-        if start and start[0] and start[1] is None:  # a throttled run's first start
-            if not _throttle_start(using, row_id, function_id, start[0], now):
-                continue
-        if keys:
+            if start and start[0] and start[1] is None:  # a throttled run's first start
+                if not _throttle_start(using, row_id, function_id, start[0], now):
+                    passed.append(row_id)
+                    continue
             taken.update(k for k, _ in keys)
-        chosen.append(row_id)
-        if len(chosen) >= limit:
+            chosen.append(row_id)
+            if len(chosen) >= limit:
+                return chosen
+        if chosen or len(candidates) < max(limit, CANDIDATES):
             break
     return chosen
+
+
+def _slots_free(
+    using: str, keys: list[tuple[str, int]], taken: Counter[str], full: set[str], postgres: bool
+) -> bool:
+    if any(k in full for k, _ in keys):
+        return False
+    if postgres:
+        for k, _ in keys:
+            if not _try_lock(using, k):
+                full.add(k)  # another worker is claiming this key right now
+                return False
+    used = slots_in_use(using, [k for k, _ in keys])
+    for k, cap in keys:
+        if used.get(k, (cap, 0))[1] + taken[k] >= cap:
+            full.add(k)
+            return False
+    return True
 
 
 def _try_lock(using: str, key: str) -> bool:
