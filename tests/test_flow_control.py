@@ -127,6 +127,10 @@ def test_idempotency_allows_one_run_per_key_per_day():
     assert len(runs("idempotent")) == 3
     run_until_idle()
     assert Effect.objects.filter(key="idempotent").count() == 3
+    # Without a key value there is nothing to deduplicate on.
+    send("test/idempotent")
+    send("test/idempotent")
+    assert len(runs("idempotent")) == 5
 
 
 def test_singleton_skip_skips_while_a_run_of_the_key_is_active():

@@ -47,12 +47,19 @@ ROUNDS = 4
 
 def key_value(expression: str | None, payload: dict[str, Any]) -> str:
     """The value of a CEL key for an event, as text; a missing field gives ``""``."""
+    value = _evaluate_key(expression, payload)
+    return "" if value is None else value
+
+
+def _evaluate_key(expression: str | None, payload: dict[str, Any]) -> str | None:
     if expression is None:
         return ""
     try:
         value = evaluate(expression, {"event": payload})
     except ExpressionError:
-        return ""
+        return None
+    if value is None:
+        return None
     if isinstance(value, str):
         return value
     return json.dumps(value, sort_keys=True, default=str)
@@ -94,8 +101,9 @@ def admit(
         available_at=available_at,
     )
     stamp(function, run, payload)
-    if function.idempotency:
-        value = key_value(function.idempotency, payload)
+    # An idempotency key that does not evaluate (a missing field) deduplicates nothing.
+    value = _evaluate_key(function.idempotency, payload) if function.idempotency else None
+    if value:
         row = _lock(using, flow_key("idempotency", function.id, value))
         if row.expires_at is not None and row.expires_at > now:
             return None, False
@@ -260,6 +268,8 @@ def _batch(
         return None, False
     full = rule.max_size == 1
     run.available_at = now if full else now + timeout
+    if function.throttle:
+        run.available_at = _throttle(function, run, payload, run.available_at, using)
     run.save(using=using, force_insert=True)
     RunEvent.objects.using(using).create(run=run, event=event, position=0)
     row.run_id, row.size = (None, 0) if full else (run.pk, 1)
