@@ -131,7 +131,6 @@ def _fan_step(run_id: str, label: str, seconds: float, failures: int) -> str:
     return _maybe_fail(run_id, label, failures)
 
 
-@df.function(id="fan-out", trigger=df.TriggerEvent(event="test/fan-out"), retries=2)
 def fan_out(ctx: df.Context) -> dict:
     seconds = ctx.event.data.get("seconds", 0)
     fail = ctx.event.data.get("fail", {})
@@ -154,6 +153,15 @@ def fan_out(ctx: df.Context) -> dict:
         caught = exc.error["message"]
     last = ctx.step.run("after", lambda: "after")
     return {"first": first, "results": list(results), "caught": caught, "last": last}
+
+
+df.function(id="fan-out", trigger=df.TriggerEvent(event="test/fan-out"), retries=2)(fan_out)
+df.function(
+    id="fan-out-one-at-a-time",
+    trigger=df.TriggerEvent(event="test/fan-out-limited"),
+    retries=2,
+    concurrency=[df.Concurrency(limit=1)],
+)(fan_out)
 
 
 # --- the bench (bench/concurrency_keys.py) ----------------------------------------

@@ -246,3 +246,35 @@ def test_parallel_steps_execute_at_the_same_time(start_worker):
     assert len(spans) == 3
     assert max_overlap(spans) == 3  # all three executing at one instant
     assert max(e for _, e in spans) - min(s for s, _ in spans) < 2.0
+
+
+def test_parallel_steps_count_against_the_concurrency_limit(start_worker):
+    send("test/fan-out-limited", seconds=0.3)
+    send("test/fan-out-limited", seconds=0.3)
+    for worker in start_workers(start_worker, "--burst"):
+        assert worker.wait(60) == 0, worker.output()
+    runs = Run.objects.filter(function_id="fan-out-one-at-a-time")
+    assert [r.status for r in runs] == ["completed", "completed"]
+    assert all(r.output["results"] == ["a", "b", "c"] for r in runs)
+    spans = [(s.started, s.ended) for s in Span.objects.filter(key="fan-out")]
+    assert len(spans) == 6
+    assert max_overlap(spans) == 1
+
+
+def test_a_parallel_step_whose_worker_dies_is_taken_over(start_worker):
+    # The first "after_effect" is the inline step "before"; the second is a
+    # parallel step's, after its span is written and before its checkpoint.
+    doomed = start_worker("--concurrency", "1", faults="after_effect:2")
+    send("test/fan-out", seconds=0)
+    assert doomed.wait(60) == -9
+    (run,) = Run.objects.filter(function_id="fan-out")
+    assert run.status == "waiting"
+    start_worker("--concurrency", "2")
+    wait_until(finished("fan-out", 1), timeout=60)
+    run.refresh_from_db()
+    assert run.status == "completed", run.error
+    assert run.output["results"] == ["a", "b", "c"]
+    # One step executed twice (its effect was not atomic), but recorded once.
+    labels = sorted(Span.objects.filter(run_id=run.pk).values_list("label", flat=True))
+    assert len(labels) == 4 and set(labels) == {"a", "b", "c"}
+    assert all(s.attempts == 1 for s in run.steps.filter(name__in=["a", "b", "c"]))
