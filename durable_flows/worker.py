@@ -230,8 +230,12 @@ class Worker:
         except LeaseLost as exc:
             log.warning("step task %s: lease lost (%s)", task.pk, exc)
         except Exception:
-            log.exception("step task %s: the engine failed; it moves on with its lease", task.pk)
+            log.exception("step task %s: the engine failed; requeueing it", task.pk)
             self._reset_connection()
+            try:
+                parallel.release_task(task, token, self.using)
+            except DatabaseError:
+                log.error("step task %s: could not requeue; it moves on when we stop", task.pk)
         return True
 
     def _release_after_error(self, run: Run, token: str) -> None:

@@ -149,6 +149,33 @@ def test_rate_limit_under_concurrent_senders_creates_exactly_the_limit(start_wor
     assert Run.objects.filter(function_id="rate-limited", status="skipped").count() == 17
 
 
+def test_senders_of_several_keys_in_opposite_orders_do_not_deadlock(transactional_db):
+    errors = []
+
+    def sender(order):
+        def send_many():
+            for _ in range(10):
+                try:
+                    df.send(
+                        [df.Event(name="test/debounced", data={"user": u, "n": 0}) for u in order]
+                    )
+                except Exception as exc:
+                    errors.append(exc)
+
+        return send_many
+
+    threads = [
+        threading.Thread(target=lambda o=o: (sender(o)(), connections.close_all()))
+        for o in (["a", "b", "c"], ["c", "b", "a"], ["b", "c", "a"], ["a", "c", "b"])
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    assert Run.objects.filter(function_id="debounced").count() == 3  # one per user
+
+
 def test_idempotency_under_concurrent_senders_starts_one_run(start_worker):
     in_threads(lambda: [send("test/idempotent", order_id=42) for _ in range(3)], 4)
     for worker in start_workers(start_worker, "--burst"):

@@ -80,6 +80,42 @@ def _lock(using: str, key: str) -> FlowKey:
     return FlowKey.objects.using(using).select_for_update().get(key=key)
 
 
+def _rule_keys(function: Function, payload: dict[str, Any]) -> list[str]:
+    """The ``FlowKey`` rows that admitting this event to ``function`` may lock."""
+    keys = []
+    if function.idempotency:
+        value = _evaluate_key(function.idempotency, payload)
+        if value:
+            keys.append(flow_key("idempotency", function.id, value))
+    rules = (
+        ("rate_limit", function.rate_limit),
+        ("batch", function.batch_events),
+        ("debounce", function.debounce),
+        ("singleton", function.singleton),
+        ("throttle", function.throttle),
+    )
+    for name, rule in rules:
+        if rule is not None:
+            keys.append(flow_key(name, function.id, key_value(rule.key, payload)))
+    return keys
+
+
+def lock_in_order(pairs: list[tuple[Event, Function]], using: str) -> None:
+    """Lock, in key order, every ``FlowKey`` a send of several events will touch.
+
+    Two senders locking the same keys in different orders would deadlock;
+    sorted, the second one simply waits.
+    """
+    keys = sorted(
+        {key for event, function in pairs for key in _rule_keys(function, event.as_dict())}
+    )
+    if len(keys) < 2:
+        return
+    rows = FlowKey.objects.using(using)
+    rows.bulk_create([FlowKey(key=key) for key in keys], ignore_conflicts=True)
+    list(rows.filter(key__in=keys).order_by("key").select_for_update().values_list("key"))
+
+
 # --- admission ----------------------------------------------------------------
 
 
@@ -301,7 +337,7 @@ def batch_events(run: Run, using: str) -> list[Event]:
 # --- concurrency slots --------------------------------------------------------
 
 
-def uses_slots(function_ids: list[str]) -> bool:
+def limits_claims(function_ids: list[str]) -> bool:
     """Must claiming look at concurrency slots or throttles (else it is a plain SKIP LOCKED)?"""
     for function_id in function_ids:
         function = registry.get(function_id)

@@ -190,7 +190,7 @@ def claim_task(
     due = due.order_by("available_at", "id")
     token = new_id()
     with transaction.atomic(using=using):
-        if flow_control.uses_slots(function_ids):
+        if flow_control.limits_claims(function_ids):
             ids = flow_control.pick(using, due, 1)
         elif connections[using].vendor == "postgresql":
             ids = list(due.select_for_update(skip_locked=True).values_list("id", flat=True)[:1])
@@ -222,6 +222,13 @@ def rescue_orphan_tasks(using: str, live_worker_ids: Any) -> int:
         .exclude(lease_owner__in=live_worker_ids)
         .update(status=StepTaskStatus.QUEUED, lease_owner=None, lease_token=None)
     )
+
+
+def release_task(task: StepTask, token: str, using: str) -> None:
+    """Give a step task back after an engine error (not a step failure)."""
+    StepTask.objects.using(using).filter(
+        pk=task.pk, lease_token=token, status=StepTaskStatus.RUNNING
+    ).update(status=StepTaskStatus.QUEUED, lease_owner=None, lease_token=None)
 
 
 class TaskExecution(Execution):

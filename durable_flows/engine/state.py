@@ -58,7 +58,7 @@ def claim(
     runnable = Run.objects.using(using).claimable(now, queues, function_ids)
     runnable = runnable.order_by("-priority", "available_at", "id")
     with transaction.atomic(using=using):
-        if flow_control.uses_slots(function_ids):
+        if flow_control.limits_claims(function_ids):
             ids = flow_control.pick(using, runnable, limit)
             if not ids:
                 return token, []
