@@ -15,7 +15,7 @@ from django.db import DatabaseError, connections
 
 from . import clock, notify
 from .conf import db_alias, flow_settings
-from .engine import parallel, state
+from .engine import flow_control, parallel, state
 from .engine.executor import Execution
 from .exceptions import LeaseLost
 from .faults import fault_point
@@ -28,6 +28,8 @@ log = logging.getLogger("durable_flows.worker")
 # In --burst mode, queued runs due this soon (a retry's short backoff) keep the
 # worker alive; sleeping and waiting runs never do.
 BURST_LOOKAHEAD = timedelta(seconds=2)
+# How often a worker deletes flow-control state that has expired.
+PRUNE_INTERVAL = 300.0
 
 
 class Worker:
@@ -57,6 +59,7 @@ class Worker:
         self._signals = 0
         self.executed = 0
         self._lock = threading.Lock()
+        self._next_prune = time.monotonic() + PRUNE_INTERVAL
         vendor = connections[self.using].vendor
         self.is_postgres = vendor == "postgresql"
         self.poll_interval = float(
@@ -314,6 +317,9 @@ class Worker:
             self.row.save(using=self.using, force_insert=True)
         stale = now - timedelta(seconds=lease)
         workers.filter(heartbeat_at__lt=stale).delete()
+        if time.monotonic() >= self._next_prune:
+            self._next_prune = time.monotonic() + PRUNE_INTERVAL
+            flow_control.prune(self.using)
         rescued = state.rescue_orphans(self.using, workers.values("id"))
         rescued += parallel.rescue_orphan_tasks(self.using, workers.values("id"))
         if rescued:

@@ -283,3 +283,28 @@ def test_a_run_waiting_for_its_parallel_steps_holds_no_worker_and_can_be_cancell
     assert run.status == "cancelled"
     assert not StepTask.objects.exists()
     assert not Span.objects.filter(run_id=run.pk).exists()
+
+
+def test_expired_flow_state_is_pruned_and_live_state_kept():
+    from durable_flows.engine.flow_control import prune
+    from durable_flows.models import FlowKey
+
+    send("test/idempotent", order_id=1)
+    send("test/rate-limited", user="a")
+    send("test/debounced", user="u", n=1)
+    send("test/single-skip", user="u", n=1)
+    assert prune("default") == 0  # all of it still matters
+    clock.advance(timedelta(seconds=21))
+    run_until_idle()
+    # The rate limit's bucket has refilled, the debounced and singleton runs are
+    # done: only the idempotency key (24 h) is left.
+    assert prune("default") == 3
+    assert [k.split(":")[0] for k in FlowKey.objects.values_list("key", flat=True)] == [
+        "idempotency"
+    ]
+    send("test/idempotent", order_id=1)
+    assert len(runs("idempotent")) == 1
+    clock.advance(timedelta(hours=25))
+    assert prune("default") == 1
+    send("test/idempotent", order_id=1)
+    assert len(runs("idempotent")) == 2

@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connections
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 
 from .. import clock
 from ..expressions import ExpressionError, evaluate
@@ -76,8 +76,25 @@ def flow_key(rule: str, function_id: str, value: str) -> str:
 def _lock(using: str, key: str) -> FlowKey:
     # Insert first: on SQLite that takes the write lock before reading; on
     # PostgreSQL the row then exists to be locked until the sender commits.
-    FlowKey.objects.using(using).bulk_create([FlowKey(key=key)], ignore_conflicts=True)
-    return FlowKey.objects.using(using).select_for_update().get(key=key)
+    rows = FlowKey.objects.using(using)
+    while True:
+        rows.bulk_create([FlowKey(key=key)], ignore_conflicts=True)
+        row = rows.select_for_update().filter(key=key).first()
+        if row is not None:
+            return row
+        # ``prune`` deleted it between the two statements: insert it again.
+
+
+def prune(using: str) -> int:
+    """Delete ``FlowKey`` rows that no longer hold anything a fresh row would not."""
+    now = clock.now()
+    finished = ~Exists(Run.objects.using(using).filter(pk=OuterRef("run_id"), status__in=ACTIVE))
+    stale = Q(key__startswith="idempotency:", expires_at__lt=now)
+    for rule in ("rate_limit:", "throttle:", "throttle-start:"):
+        stale |= Q(key__startswith=rule, tat__lt=now)
+    for rule in ("debounce:", "batch:", "singleton:"):
+        stale |= Q(key__startswith=rule) & (Q(run_id__isnull=True) | finished)
+    return FlowKey.objects.using(using).filter(stale).delete()[0]
 
 
 def _rule_keys(function: Function, payload: dict[str, Any]) -> list[str]:
