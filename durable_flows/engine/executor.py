@@ -159,6 +159,7 @@ class Execution:
                 f"calls it as {kind.value!r}: the function changed between executions"
             )
         self._pending_memos.discard(name)
+        self._intercept(name, position, memo, kind)
         return name, position, memo
 
     @contextmanager
@@ -173,7 +174,6 @@ class Execution:
         self, step_id: str, fn: Callable[..., Any], args: tuple[Any, ...], *, atomic: bool
     ) -> Any:
         name, position, memo = self._reach(step_id, StepKind.RUN)
-        self._intercept(name, position, memo)
         if memo is not None and memo.status == StepStatus.COMPLETED:
             return memo.output
         if memo is not None and memo.status == StepStatus.FAILED:
@@ -218,14 +218,14 @@ class Execution:
 
     # --- hooks that parallel step tasks (engine/parallel.py) override -----------
 
-    def _intercept(self, name: str, position: int, memo: Step | None) -> None:
+    def _intercept(self, name: str, position: int, memo: Step | None, kind: StepKind) -> None:
         """Before a step executes: inside a parallel group, plan it instead."""
         if self._planning is not None and (
             memo is None or memo.status not in (StepStatus.COMPLETED, StepStatus.FAILED)
         ):
             from .parallel import plan_step
 
-            plan_step(self, name, position, memo)
+            plan_step(self, name, position, memo, kind)
 
     def _fence(self) -> bool:
         return state.fence(self.run, self.token, self.using)

@@ -31,6 +31,7 @@ from ..exceptions import (
     Interrupt,
     LeaseLost,
     NestedStepError,
+    NonRetriableError,
     RunCancelled,
     StepError,
 )
@@ -61,7 +62,14 @@ class TargetDone(Interrupt):
     """A step task's target step has its result (or its final failure) recorded."""
 
 
-def plan_step(execution: Execution, name: str, position: int, memo: Step | None) -> None:
+def plan_step(
+    execution: Execution, name: str, position: int, memo: Step | None, kind: StepKind
+) -> None:
+    if kind != StepKind.RUN:
+        raise NonRetriableError(
+            f"step {name!r}: only ctx.step.run steps can be made inside ctx.group.parallel, "
+            f"not {kind.value!r}"
+        )
     planned = Planned(name, position, memo)
     assert execution._planning is not None
     execution._planning.append(planned)
@@ -260,7 +268,7 @@ class TaskExecution(Execution):
             log.info("run %s: step task %s ended early: %r", self.run.pk, self.target, exc)
         self._finish()
 
-    def _intercept(self, name: str, position: int, memo: Step | None) -> None:
+    def _intercept(self, name: str, position: int, memo: Step | None, kind: StepKind) -> None:
         if name == self.target:
             self.reached = True
             if memo is not None and memo.status in DONE:
