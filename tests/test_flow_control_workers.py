@@ -255,6 +255,7 @@ def test_singleton_cancel_stops_the_executing_run_between_steps(start_worker):
     first.refresh_from_db()
     second = Run.objects.get(function_id="single-cancel", event__data__n=2)
     assert (first.status, second.status, second.output) == ("cancelled", "completed", 2)
+    assert second.started_at >= first.ended_at  # never both executing
     # The first run's step in progress finished; its next step never started.
     assert list(Span.objects.filter(run_id=first.pk).values_list("label", flat=True)) == ["one"]
 

@@ -185,6 +185,15 @@ def stamp(function: Function, run: Run, payload: dict[str, Any]) -> None:
             run.concurrency_key, run.concurrency_limit = key, limit.limit
         else:
             run.concurrency_key_2, run.concurrency_limit_2 = key, limit.limit
+    rule = function.singleton
+    if rule is not None and rule.mode == "cancel" and len(function.concurrency) < 2:
+        # A slot of one: the new run starts once the cancelled one has stopped
+        # (it finishes the step in hand first), never beside it.
+        key = flow_key("singleton-slot", function.id, key_value(rule.key, payload))
+        if run.concurrency_key is None:
+            run.concurrency_key, run.concurrency_limit = key, 1
+        else:
+            run.concurrency_key_2, run.concurrency_limit_2 = key, 1
     if function.priority and function.priority.run:
         run.priority = _priority(function.priority.run, payload)
 
@@ -358,7 +367,11 @@ def limits_claims(function_ids: list[str]) -> bool:
     """Must claiming look at concurrency slots or throttles (else it is a plain SKIP LOCKED)?"""
     for function_id in function_ids:
         function = registry.get(function_id)
-        if function is not None and (function.concurrency or function.throttle):
+        if function is not None and (
+            function.concurrency
+            or function.throttle
+            or (function.singleton and function.singleton.mode == "cancel")
+        ):
             return True
     return False
 
