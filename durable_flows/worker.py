@@ -169,8 +169,11 @@ class Worker:
         wakeup = self._wakeups[index]
         try:
             while not self.stopping.is_set():
+                # Not idle from before the claim: a burst worker that saw every
+                # thread idle and nothing queued must not stop while a run just
+                # claimed (no longer queued) is still executing.
+                self._idle[index] = False
                 if self._step_once():
-                    self._idle[index] = False
                     continue
                 self._idle[index] = True
                 wakeup.wait(self.poll_interval)

@@ -89,7 +89,7 @@ def check_tenants(tenants: list[str], runs_each: int, start_worker) -> None:
     for worker in workers:
         assert worker.wait(180) == 0, worker.output()
     statuses = set(Run.objects.filter(function_id="per-tenant").values_list("status", flat=True))
-    assert statuses == {"completed"}
+    assert statuses == {"completed"}, "\n".join(w.output() for w in workers)
     by_tenant = spans_by("tenant")
     assert sorted(by_tenant) == sorted(tenants)
     for tenant, spans in by_tenant.items():
