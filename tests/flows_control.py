@@ -184,3 +184,22 @@ def bench_unlimited(ctx: df.Context) -> str:
 )
 def bench_keyed(ctx: df.Context) -> str:
     return ctx.step.run("work", _bench_step, ctx.event.data["key"], atomic=False)
+
+
+def _boom() -> None:
+    raise df.NonRetriableError("boom")
+
+
+@df.function(id="fail-fast", trigger=df.TriggerEvent(event="test/fail-fast"))
+def fail_fast(ctx: df.Context) -> dict:
+    try:
+        ctx.group.parallel(
+            (
+                lambda: ctx.step.run("boom", _boom),
+                lambda: ctx.step.run("ok", lambda: "ok"),
+                lambda: ctx.step.run("also-ok", lambda: "also ok"),
+            )
+        )
+    except df.StepError as exc:
+        return {"caught": exc.error["message"]}
+    return {"caught": None}

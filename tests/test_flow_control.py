@@ -308,3 +308,12 @@ def test_expired_flow_state_is_pruned_and_live_state_kept():
     assert prune("default") == 1
     send("test/idempotent", order_id=1)
     assert len(runs("idempotent")) == 2
+
+
+def test_a_parallel_step_failing_first_does_not_stop_the_others():
+    (event_id,) = df.send(df.Event(name="test/fail-fast"))
+    run_until_idle()
+    run = Run.objects.get(event_id=event_id)
+    assert (run.status, run.output) == ("completed", {"caught": "boom"})
+    steps = {s.name: s.status for s in run.steps.all()}
+    assert steps == {"boom": "failed", "ok": "completed", "also-ok": "completed"}

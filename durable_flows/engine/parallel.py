@@ -115,14 +115,22 @@ def run_group(execution: Execution, callables: Any) -> tuple[Any, ...]:
 
 
 def _targeted(callables: tuple[Any, ...]) -> tuple[Any, ...]:
-    results, skipped = [], False
+    # As planning does: a sibling that has failed for good must not stop the
+    # pass before it reaches the target.
+    results: list[Any] = []
+    errors: list[StepError] = []
+    skipped = False
     for fn in callables:
         try:
             results.append(fn())
         except Skip:
             skipped = True
+        except StepError as exc:
+            errors.append(exc)
     if skipped:
         raise Skip()  # the target is elsewhere: let the run work it out on replay
+    if errors:
+        raise errors[0]
     return tuple(results)
 
 
