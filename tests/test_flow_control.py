@@ -317,3 +317,18 @@ def test_a_parallel_step_failing_first_does_not_stop_the_others():
     assert (run.status, run.output) == ("completed", {"caught": "boom"})
     steps = {s.name: s.status for s in run.steps.all()}
     assert steps == {"boom": "failed", "ok": "completed", "also-ok": "completed"}
+
+
+@pytest.mark.django_db  # not transactional: inside the test's transaction, as TestCase
+def test_limited_and_parallel_functions_run_inside_a_test_transaction():
+    for tenant in ("a", "a", "b"):
+        df.send(df.Event(name="test/tenant-job", data={"tenant": tenant, "seconds": 0}))
+    df.send(df.Event(name="test/fan-out-limited", data={}))
+    run_until_idle()
+    statuses = Run.objects.filter(function_id__in=["per-tenant", "fan-out-one-at-a-time"])
+    assert set(statuses.values_list("status", flat=True)) == {"completed"}
+    assert Run.objects.get(function_id="fan-out-one-at-a-time").output["results"] == [
+        "a",
+        "b",
+        "c",
+    ]
