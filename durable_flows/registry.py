@@ -118,7 +118,7 @@ class Concurrency:
 
 @dataclass(frozen=True)
 class Throttle:
-    """At most ``limit`` run starts per ``period`` per key (``burst`` at once); none dropped."""
+    """At most ``limit`` run starts per ``period`` per key, ``burst`` more at once; none dropped."""
 
     limit: int
     period: timedelta | str
@@ -127,7 +127,10 @@ class Throttle:
 
     def __post_init__(self) -> None:
         _positive_int(self.limit, "Throttle(limit=...)")
-        _positive_int(self.burst, "Throttle(burst=...)")
+        if isinstance(self.burst, bool) or not isinstance(self.burst, int) or self.burst < 0:
+            raise ConfigurationError(
+                f"Throttle(burst=...) must be an integer >= 0, got {self.burst!r}"
+            )
         period = _period(
             self.period, "Throttle(period=...)", low=timedelta(seconds=1), high=timedelta(days=7)
         )

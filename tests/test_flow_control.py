@@ -71,7 +71,7 @@ def test_bad_option_combinations_fail_at_import(options, message):
         (lambda: df.Concurrency(limit=2, scope="account"), "scope"),
         (lambda: df.Throttle(limit=1, period="soon"), "not a duration"),
         (lambda: df.Throttle(limit=1, period="10d"), "between"),
-        (lambda: df.Throttle(limit=1, period="1s", burst=0), "burst"),
+        (lambda: df.Throttle(limit=1, period="1s", burst=-1), "burst"),
         (lambda: df.RateLimit(limit=1, period="0s"), "between"),
         (lambda: df.Debounce(period="10s", timeout="5s"), "timeout"),
         (lambda: df.Batch(max_size=0, timeout="1s"), "max_size"),
@@ -231,13 +231,15 @@ def test_higher_priority_runs_first_under_a_backlog():
 
 
 def test_throttle_spreads_starts_and_drops_none():
-    now = clock.now()
     for _ in range(5):
         send("test/throttled", key="k")
     send("test/throttled", key="other")
-    starts = [r.available_at - now for r in runs("throttled")]
-    # 2 per second, no burst: one every half second; another key is not delayed.
-    assert [round(s.total_seconds(), 1) for s in starts] == [0, 0.5, 1.0, 1.5, 2.0, 0]
+    first = runs("throttled")[0].created_at
+    starts = [r.available_at - first for r in runs("throttled")]
+    starts[-1] = runs("throttled")[-1].available_at - runs("throttled")[-1].created_at
+    # 2 per second with burst=1: two at once, then one every half second;
+    # another key is not delayed.
+    assert [round(s.total_seconds(), 1) for s in starts] == [0, 0, 0.5, 1.0, 1.5, 0]
     clock.advance(timedelta(seconds=2))
     run_until_idle()
     assert {r.status for r in runs("throttled")} == {"completed"}

@@ -252,9 +252,10 @@ def _throttle(
 
 def _gcra_schedule(rule: Any, tat: datetime | None, now: datetime) -> tuple[datetime, datetime]:
     """(earliest conforming start, the new theoretical arrival time) for one more start."""
+    # As Inngest: after a quiet spell, ``burst`` more than the one may start at once.
     interval = rule.period / rule.limit
     tat = max(tat or now, now)
-    return max(now, tat - interval * (rule.burst - 1)), tat + interval
+    return max(now, tat - interval * rule.burst), tat + interval
 
 
 def _throttle_start(using: str, row_id: str, function_id: str, key: str, now: datetime) -> bool:
