@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connections
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import Exists, F, OuterRef, Q, QuerySet
 
 from .. import clock
 from ..expressions import ExpressionError, evaluate
@@ -412,8 +412,12 @@ def pick(using: str, runnable: QuerySet, limit: int) -> list[str]:
     search goes on, a few rounds at most, so that a long FIFO backlog of one key
     does not hide the runnable work of the others behind it.
     """
-    full = {key for key, (cap, count) in slots_in_use(using).items() if count >= cap}
     postgres = connections[using].vendor == "postgresql"
+    if connections[using].vendor == "sqlite":
+        # Write first, as ``state.claim`` does, so that the transaction holds
+        # the write lock before it reads (even without transaction_mode IMMEDIATE).
+        Run.objects.using(using).filter(pk="").update(updated_at=F("updated_at"))
+    full = {key for key, (cap, count) in slots_in_use(using).items() if count >= cap}
     throttled = runnable.model is Run
     fields = ["id", "concurrency_key", "concurrency_limit", "concurrency_key_2"]
     fields += ["concurrency_limit_2", "function_id"]
