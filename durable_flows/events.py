@@ -214,29 +214,45 @@ def _insert(rows: list[models.Event], using: str, given: set[str]) -> list[model
 
 
 def _start_runs(events: list[models.Event], using: str, now: datetime) -> list[models.Run]:
-    runs: list[models.Run] = []
+    from .engine import flow_control
+
+    pairs = []
     for event in events:
-        payload = event.as_dict()
-        available_at = max(now, from_ms(event.ts)) if event.ts > ms(now) else now
-        for function in registry.matching(payload):
+        for function in registry.matching(event.as_dict()):
             if event.name.startswith(RESERVED_PREFIX) and event.data.get("function_id") == (
                 function.id
             ):
                 continue  # a function is never triggered by its own lifecycle events
-            runs.append(
-                models.Run(
-                    function_id=function.id,
-                    event=event,
-                    queue=function.queue,
-                    created_at=now,
-                    updated_at=now,
-                    available_at=available_at,
-                )
+            pairs.append((event, function))
+    controlled = [(e, f) for e, f in pairs if f.admission_controlled]
+    if len(controlled) > 1:
+        flow_control.lock_in_order(controlled, using)
+    runs: list[models.Run] = []
+    started: list[models.Run] = []  # saved already by flow control (a new batch)
+    for event, function in pairs:
+        available_at = max(now, from_ms(event.ts)) if event.ts > ms(now) else now
+        if function.admission_controlled:
+            run, saved = flow_control.admit(function, event, now, available_at, using)
+            if run is None:
+                continue
+            if saved:
+                started.append(run)
+                continue
+        else:
+            run = models.Run(
+                function_id=function.id,
+                event=event,
+                queue=function.queue,
+                created_at=now,
+                updated_at=now,
+                available_at=available_at,
             )
+        runs.append(run)
     if runs:
         models.Run.objects.using(using).bulk_create(runs)
+    if runs or started:
         notify.work_available(using)
-    return runs
+    return started + runs
 
 
 def send_system(name: str, data: dict[str, Any]) -> list[str]:

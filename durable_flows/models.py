@@ -123,6 +123,13 @@ class Run(models.Model):
     parent_step = models.CharField(
         max_length=300, blank=True, default="", help_text="The parent's invoke step"
     )
+    # Concurrency slots (engine/flow_control.py): up to two (key, limit) pairs;
+    # the key names the function, the constraint and the CEL key's value.
+    concurrency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
+    concurrency_limit = models.PositiveIntegerField(null=True, blank=True)
+    concurrency_key_2 = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
+    concurrency_limit_2 = models.PositiveIntegerField(null=True, blank=True)
+    throttle_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
 
     objects = FlowManager.from_queryset(RunQuerySet)()
 
@@ -137,6 +144,16 @@ class Run(models.Model):
             ),
             models.Index(
                 fields=["lease_owner"], name="df_run_leased", condition=Q(status="running")
+            ),
+            models.Index(
+                fields=["concurrency_key"],
+                name="df_run_slot",
+                condition=Q(status="running", concurrency_key__isnull=False),
+            ),
+            models.Index(
+                fields=["concurrency_key_2"],
+                name="df_run_slot_2",
+                condition=Q(status="running", concurrency_key_2__isnull=False),
             ),
             models.Index(fields=["-created_at"], name="df_run_created"),
             models.Index(fields=["status", "-created_at"], name="df_run_status"),
@@ -345,3 +362,6 @@ class EventKey(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+
+from .flow_models import FlowKey, RunEvent, StepTask  # noqa: E402, F401

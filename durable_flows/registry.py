@@ -96,51 +96,138 @@ class TriggerCron:
 # --- options (names as in Inngest's Python SDK) -----------------------------
 
 
+def _optional_key(value: str | None, what: str) -> str | None:
+    return _optional_expression(value, f"{what}(key=...)")
+
+
+def _period(value: Any, what: str, *, low: timedelta, high: timedelta) -> timedelta:
+    period = _duration(value, what)
+    if not low <= period <= high:
+        raise ConfigurationError(f"{what} must be between {low} and {high}, got {period}")
+    return period
+
+
 @dataclass(frozen=True)
 class Concurrency:
+    """At most ``limit`` steps of the function executing at once, per value of ``key``."""
+
     limit: int
     key: str | None = None
     scope: str = "fn"
 
+    def __post_init__(self) -> None:
+        _positive_int(self.limit, "Concurrency(limit=...)", maximum=100_000)
+        _optional_key(self.key, "Concurrency")
+        if self.scope != "fn":
+            raise ConfigurationError(
+                f"Concurrency(scope={self.scope!r}): only scope='fn' is supported"
+            )
+
 
 @dataclass(frozen=True)
 class Throttle:
+    """At most ``limit`` run starts per ``period`` per key, ``burst`` more at once; none dropped."""
+
     limit: int
     period: timedelta | str
     key: str | None = None
     burst: int = 1
 
+    def __post_init__(self) -> None:
+        _positive_int(self.limit, "Throttle(limit=...)")
+        if isinstance(self.burst, bool) or not isinstance(self.burst, int) or self.burst < 0:
+            raise ConfigurationError(
+                f"Throttle(burst=...) must be an integer >= 0, got {self.burst!r}"
+            )
+        period = _period(
+            self.period, "Throttle(period=...)", low=timedelta(seconds=1), high=timedelta(days=7)
+        )
+        object.__setattr__(self, "period", period)
+        _optional_key(self.key, "Throttle")
+
 
 @dataclass(frozen=True)
 class RateLimit:
+    """At most ``limit`` runs per ``period`` per key; each extra event's run is skipped."""
+
     limit: int
     period: timedelta | str
     key: str | None = None
 
+    def __post_init__(self) -> None:
+        _positive_int(self.limit, "RateLimit(limit=...)")
+        period = _period(
+            self.period, "RateLimit(period=...)", low=timedelta(seconds=1), high=timedelta(days=1)
+        )
+        object.__setattr__(self, "period", period)
+        _optional_key(self.key, "RateLimit")
+
 
 @dataclass(frozen=True)
 class Debounce:
+    """One run with the last event of a key, ``period`` after it (at most ``timeout`` later)."""
+
     period: timedelta | str
     key: str | None = None
     timeout: timedelta | str | None = None
 
+    def __post_init__(self) -> None:
+        period = _period(
+            self.period, "Debounce(period=...)", low=timedelta(seconds=1), high=timedelta(days=7)
+        )
+        object.__setattr__(self, "period", period)
+        _optional_key(self.key, "Debounce")
+        if self.timeout is not None:
+            timeout = _period(
+                self.timeout, "Debounce(timeout=...)", low=period, high=timedelta(days=7)
+            )
+            object.__setattr__(self, "timeout", timeout)
+
 
 @dataclass(frozen=True)
 class Batch:
+    """One run receives up to ``max_size`` events; a partial batch starts ``timeout`` after
+    its first event."""
+
     max_size: int
     timeout: timedelta | str
     key: str | None = None
 
+    def __post_init__(self) -> None:
+        _positive_int(self.max_size, "Batch(max_size=...)", maximum=1000)
+        timeout = _period(
+            self.timeout, "Batch(timeout=...)", low=timedelta(seconds=1), high=timedelta(days=1)
+        )
+        object.__setattr__(self, "timeout", timeout)
+        _optional_key(self.key, "Batch")
+
+
+PRIORITY_RANGE = 600
+
 
 @dataclass(frozen=True)
 class Priority:
+    """``run``: a CEL expression giving seconds from -600 to 600; higher runs go first."""
+
     run: str | None = None
+
+    def __post_init__(self) -> None:
+        _optional_expression(self.run, "Priority(run=...)")
 
 
 @dataclass(frozen=True)
 class Singleton:
+    """At most one active run per key; ``skip`` the new one or ``cancel`` the active one."""
+
     key: str | None = None
     mode: str = "skip"
+
+    def __post_init__(self) -> None:
+        _optional_key(self.key, "Singleton")
+        if self.mode not in ("skip", "cancel"):
+            raise ConfigurationError(
+                f"Singleton(mode=...) must be 'skip' or 'cancel', got {self.mode!r}"
+            )
 
 
 _MATCH_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
@@ -208,20 +295,6 @@ class Timeouts:
         return None if self.finish is None else parse_duration(self.finish)
 
 
-# Options accepted by the contract whose engine support has not landed yet:
-# refusing them loudly beats accepting them and silently ignoring them.
-_NOT_YET = (
-    "concurrency",
-    "throttle",
-    "rate_limit",
-    "debounce",
-    "batch_events",
-    "priority",
-    "idempotency",
-    "singleton",
-)
-
-
 @dataclass
 class Function:
     """A registered durable function. Call ``.fn`` directly to bypass the engine."""
@@ -233,6 +306,28 @@ class Function:
     queue: str = "default"
     name: str = ""
     options: dict[str, Any] = field(default_factory=dict)
+    concurrency: tuple[Concurrency, ...] = ()
+    throttle: Throttle | None = None
+    rate_limit: RateLimit | None = None
+    debounce: Debounce | None = None
+    batch_events: Batch | None = None
+    priority: Priority | None = None
+    idempotency: str | None = None
+    singleton: Singleton | None = None
+
+    @property
+    def admission_controlled(self) -> bool:
+        """Does starting a run need more than inserting a row (see ``engine.flow_control``)?"""
+        return bool(
+            self.concurrency
+            or self.throttle
+            or self.rate_limit
+            or self.debounce
+            or self.batch_events
+            or (self.priority and self.priority.run)
+            or self.idempotency
+            or self.singleton
+        )
 
     def __call__(self, ctx: Any) -> Any:
         return self.fn(ctx)
@@ -271,21 +366,43 @@ class Function:
                     "event": c.event,
                     "match": c.match,
                     "if_exp": c.if_exp,
-                    "timeout": _text(c.timeout),
+                    "timeout": _plain(c.timeout),
                 }
                 for c in self.cancel
             ],
             "timeouts": (
-                {"start": _text(self.timeouts.start), "finish": _text(self.timeouts.finish)}
+                {"start": _plain(self.timeouts.start), "finish": _plain(self.timeouts.finish)}
                 if self.timeouts
                 else None
             ),
             "on_failure": self.options.get("on_failure_id"),
+            "concurrency": [
+                {"limit": c.limit, "key": c.key, "scope": c.scope} for c in self.concurrency
+            ],
+            **{
+                name: _describe_option(getattr(self, name))
+                for name in (
+                    "throttle",
+                    "rate_limit",
+                    "debounce",
+                    "batch_events",
+                    "priority",
+                    "idempotency",
+                    "singleton",
+                )
+            },
         }
 
 
-def _text(value: Any) -> Any:
-    return str(value) if isinstance(value, timedelta) else value
+def _plain(value: Any) -> Any:
+    """A duration as seconds; anything else as it is."""
+    return value.total_seconds() if isinstance(value, timedelta) else value
+
+
+def _describe_option(value: Any) -> Any:
+    if value is None or isinstance(value, str):
+        return value
+    return {name: _plain(v) for name, v in vars(value).items()}
 
 
 class Registry:
@@ -345,6 +462,17 @@ def function(
     retries: int = 4,
     queue: str = "default",
     name: str | None = None,
+    concurrency: Concurrency | list[Concurrency] | None = None,
+    throttle: Throttle | None = None,
+    rate_limit: RateLimit | None = None,
+    debounce: Debounce | None = None,
+    batch_events: Batch | None = None,
+    priority: Priority | None = None,
+    idempotency: str | None = None,
+    singleton: Singleton | None = None,
+    cancel: Cancel | list[Cancel] | None = None,
+    timeouts: Timeouts | None = None,
+    on_failure: Callable[..., Any] | None = None,
     **options: Any,
 ) -> Callable[[Callable[..., Any]], Function]:
     """Register ``fn(ctx)`` as a durable function. Bad options fail here, at import."""
@@ -357,17 +485,20 @@ def function(
         raise ConfigurationError(f"retries must be an integer from 0 to 20, got {retries!r}")
     if not isinstance(queue, str) or not queue:
         raise ConfigurationError(f"queue must be a non-empty string, got {queue!r}")
-    cancel = options.pop("cancel", None)
-    timeouts = options.pop("timeouts", None)
-    on_failure = options.pop("on_failure", None)
-    for key, value in options.items():
-        if key not in _NOT_YET:
-            raise ConfigurationError(f"unknown option {key!r} for function {id!r}")
-        if value is not None:
-            raise ConfigurationError(
-                f"function {id!r}: option {key!r} is not supported by this version yet"
-            )
+    if options:
+        raise ConfigurationError(f"unknown option(s) {sorted(options)} for function {id!r}")
     extra = _time_options(id, cancel, timeouts, on_failure)
+    flow = _flow_control(
+        id,
+        concurrency=concurrency,
+        throttle=throttle,
+        rate_limit=rate_limit,
+        debounce=debounce,
+        batch_events=batch_events,
+        priority=priority,
+        idempotency=idempotency,
+        singleton=singleton,
+    )
 
     def decorator(fn: Callable[..., Any]) -> Function:
         if not callable(fn):
@@ -380,6 +511,7 @@ def function(
             queue=queue,
             name=name or str(getattr(fn, "__name__", "") or id),
             options=extra,
+            **flow,
         )
         registry.add(func)
         if on_failure is not None:
@@ -436,3 +568,53 @@ def _failure_function(func: Function, handler: Callable[..., Any]) -> Function:
         queue=func.queue,
         name=f"{func.name} (on_failure)",
     )
+
+
+_OPTION_TYPES: dict[str, type] = {
+    "throttle": Throttle,
+    "rate_limit": RateLimit,
+    "debounce": Debounce,
+    "batch_events": Batch,
+    "priority": Priority,
+    "singleton": Singleton,
+}
+
+# As Inngest: a batch is one run for many events, so per-event admission rules
+# cannot apply to it.
+_NOT_WITH_BATCHING = ("debounce", "idempotency", "rate_limit", "priority", "singleton")
+
+
+def _flow_control(function_id: str, **given: Any) -> dict[str, Any]:
+    """Check the flow-control options of ``@function``; returns them as Function fields."""
+    where = f"function {function_id!r}"
+    concurrency = given.pop("concurrency")
+    if concurrency is None:
+        limits: tuple[Concurrency, ...] = ()
+    else:
+        limits = tuple(concurrency) if isinstance(concurrency, list | tuple) else (concurrency,)
+    for item in limits:
+        if not isinstance(item, Concurrency):
+            raise ConfigurationError(
+                f"{where}: concurrency must be a list of df.Concurrency, got {item!r}"
+            )
+    if len(limits) > 2:
+        raise ConfigurationError(f"{where}: at most 2 concurrency constraints, got {len(limits)}")
+    if len(limits) == 2 and limits[0].key == limits[1].key:
+        raise ConfigurationError(f"{where}: the two concurrency constraints have the same key")
+    for option, expected in _OPTION_TYPES.items():
+        value = given[option]
+        if value is not None and not isinstance(value, expected):
+            raise ConfigurationError(
+                f"{where}: {option} must be df.{expected.__name__}, got {value!r}"
+            )
+    idempotency = given["idempotency"]
+    if idempotency is not None:
+        _optional_expression(idempotency, f"{where}: idempotency")
+    if given["batch_events"] is not None:
+        clashes = [option for option in _NOT_WITH_BATCHING if given[option] is not None]
+        if clashes:
+            raise ConfigurationError(
+                f"{where}: batch_events cannot be combined with {', '.join(clashes)} "
+                "(as in Inngest: these rules apply per event, a batch is one run for many)"
+            )
+    return {"concurrency": limits, **given}

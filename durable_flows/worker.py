@@ -16,7 +16,7 @@ from django.db import DatabaseError, InterfaceError, OperationalError, connectio
 
 from . import clock, maintenance, notify
 from .conf import db_alias, flow_settings
-from .engine import state
+from .engine import flow_control, parallel, state
 from .engine.executor import Execution
 from .exceptions import LeaseLost
 from .faults import fault_point
@@ -31,6 +31,8 @@ log = logging.getLogger("durable_flows.worker")
 BURST_LOOKAHEAD = timedelta(seconds=2)
 # Cron ticks are started, and timeouts enforced, this often (seconds).
 MAINTENANCE_INTERVAL = 0.5
+# How often a worker deletes flow-control state that has expired.
+PRUNE_INTERVAL = 300.0
 
 
 def log_db_error(message: str, exc: BaseException, *args: Any) -> None:
@@ -71,6 +73,7 @@ class Worker:
         self.executed = 0
         self._stranded: list[tuple[Run, str]] = []  # runs to hand back once the database answers
         self._lock = threading.Lock()
+        self._next_prune = time.monotonic() + PRUNE_INTERVAL
         vendor = connections[self.using].vendor
         self.is_postgres = vendor == "postgresql"
         self.poll_interval = float(
@@ -208,8 +211,11 @@ class Worker:
         idle_wait = min(self.poll_interval, 0.05) if self.burst else self.poll_interval
         try:
             while not self.stopping.is_set():
+                # Not idle from before the claim: a burst worker that saw every
+                # thread idle and nothing queued must not stop while a run just
+                # claimed (no longer queued) is still executing.
+                self._idle[index] = False
                 if self._step_once():
-                    self._idle[index] = False
                     continue
                 self._idle[index] = True
                 if self.burst and self._burst_finished():
@@ -223,10 +229,12 @@ class Worker:
                 connections.close_all()
 
     def _step_once(self) -> bool:
-        """Claim and execute one run; False when nothing was runnable."""
+        """Claim and execute one parallel step task or run; False when nothing was runnable."""
         assert self.row is not None
         if self._stranded:
             self._release_stranded()
+        if self._step_task_once():
+            return True
         try:
             token, runs = state.claim(
                 self.using, self.row.pk, self.queues or None, registry.ids(), limit=1
@@ -255,6 +263,35 @@ class Worker:
         finally:
             with self._lock:
                 self.executed += 1
+
+    def _step_task_once(self) -> bool:
+        """Parallel steps first: they belong to runs that have already started."""
+        assert self.row is not None
+        try:
+            claimed = parallel.claim_task(
+                self.using, self.row.pk, self.queues or None, registry.ids()
+            )
+        except DatabaseError as exc:
+            log_db_error("claiming a step task failed", exc)
+            self._reset_connection()
+            return False
+        if claimed is None:
+            return False
+        task, token = claimed
+        function = registry.get(task.function_id)
+        assert function is not None
+        try:
+            parallel.TaskExecution(task, token, function, self.using, self.stopping).execute()
+        except LeaseLost as exc:
+            log.warning("step task %s: lease lost (%s)", task.pk, exc)
+        except Exception as exc:
+            log_db_error("step task %s: could not execute; requeueing it", exc, task.pk)
+            self._reset_connection()
+            try:
+                parallel.release_task(task, token, self.using)
+            except DatabaseError:
+                log.error("step task %s: could not requeue; it moves on when we stop", task.pk)
+        return True
 
     def _release_after_error(self, run: Run, token: str) -> None:
         """Hand the run back; while the database is unreachable, keep trying from the loop."""
@@ -308,7 +345,9 @@ class Worker:
         )
         if self.queues:
             soon = soon.filter(queue__in=self.queues)
-        return soon.exists()
+        return soon.exists() or parallel.tasks_due(
+            self.using, ids, self.queues or None, now + BURST_LOOKAHEAD
+        )
 
     # --- liveness -------------------------------------------------------------------
 
@@ -339,7 +378,11 @@ class Worker:
             self.row.save(using=self.using, force_insert=True)
         stale = now - timedelta(seconds=lease)
         workers.filter(heartbeat_at__lt=stale).delete()
+        if time.monotonic() >= self._next_prune:
+            self._next_prune = time.monotonic() + PRUNE_INTERVAL
+            flow_control.prune(self.using)
         rescued = state.rescue_orphans(self.using, workers.values("id"))
+        rescued += parallel.rescue_orphan_tasks(self.using, workers.values("id"))
         if rescued:
             log.warning("took back %d run(s) from workers that stopped heartbeating", rescued)
             self._wake_all()

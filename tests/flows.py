@@ -198,3 +198,6 @@ def _needs_permission(run_id: str) -> str:
 def gated(ctx: df.Context) -> str:
     ctx.step.run("before", record, "gated-before", ctx.run_id)
     return ctx.step.run("gate", _needs_permission, ctx.run_id, atomic=False)
+
+
+from . import flows_control  # noqa: E402, F401  - flow-control test functions

@@ -20,3 +20,17 @@ class Ledger(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+class Span(models.Model):
+    """When a step executed (wall-clock seconds), to prove limits and overlaps."""
+
+    key = models.CharField(max_length=200, db_index=True)
+    run_id = models.CharField(max_length=26, blank=True)
+    label = models.CharField(max_length=200, blank=True)
+    pid = models.IntegerField(null=True)
+    started = models.FloatField()
+    ended = models.FloatField()
+
+    def __str__(self) -> str:
+        return f"{self.key} {self.label}"

@@ -111,6 +111,21 @@ class Steps:
         )
 
 
+class Group:
+    """``ctx.group``: steps that may execute at the same time."""
+
+    def __init__(self, execution: Execution) -> None:
+        self._execution = execution
+
+    def parallel(self, callables: Any) -> tuple[Any, ...]:
+        """Call each callable (each makes steps); returns their results in order.
+
+        New steps among them are executed side by side by any free workers, each
+        retried on its own; the run holds no worker while it waits for them.
+        """
+        return self._execution.parallel(callables)
+
+
 class Context:
     """The argument of every durable function."""
 
@@ -126,6 +141,7 @@ class Context:
         self.failed_run_id: str | None = None
         self.failed_event: Event | None = None
         self.step = Steps(execution)
+        self.group = Group(execution)
 
     def __repr__(self) -> str:
         return f"<Context {self.function_id} run={self.run_id}>"

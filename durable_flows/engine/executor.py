@@ -32,7 +32,7 @@ from ..exceptions import (
 from ..faults import fault_point
 from ..models import Run, RunStatus, Step, StepKind, StepStatus
 from ..registry import Function
-from . import retry, state, timeouts
+from . import flow_control, retry, state, timeouts
 from .context import Context
 
 log = logging.getLogger("durable_flows.worker")
@@ -71,8 +71,13 @@ class Execution:
         self._position = 0
         self._in_step = False
         self.cancel_requested = run.cancel_requested
+        # Steps reached inside ``ctx.group.parallel`` while planning (engine/parallel.py).
+        self._planning: list[Any] | None = None
         event = Event.from_model(run.event) if run.event_id and run.event else None
-        self.ctx = Context(self, event, [event] if event else [])
+        events = [event] if event else []
+        if function.batch_events:
+            events = [Event.from_model(e) for e in flow_control.batch_events(run, using)] or events
+        self.ctx = Context(self, event, events)
 
     @property
     def replaying(self) -> bool:
@@ -161,6 +166,7 @@ class Execution:
                 f"calls it as {kind.value!r}: the function changed between executions"
             )
         self._pending_memos.discard(name)
+        self._intercept(name, position, memo, kind)
         return name, position, memo
 
     @contextmanager
@@ -201,7 +207,7 @@ class Execution:
         try:
             if atomic:
                 with transaction.atomic(using=self.using), self._inside_step():
-                    cancel = state.fence(self.run, self.token, self.using)
+                    cancel = self._fence()
                     output = state.encode_output(fn(*args))
                     fault_point("after_effect")
                     step = self._save(memo, output=output, **checkpoint)
@@ -210,7 +216,7 @@ class Execution:
                     output = state.encode_output(fn(*args))
                 fault_point("after_effect")
                 with transaction.atomic(using=self.using):
-                    cancel = state.fence(self.run, self.token, self.using)
+                    cancel = self._fence()
                     step = self._save(memo, output=output, **checkpoint)
             fault_point("after_checkpoint")
         except Interrupt:
@@ -223,6 +229,28 @@ class Execution:
         self.memos[name] = step
         return output
 
+    # --- hooks that parallel step tasks (engine/parallel.py) override -----------
+
+    def _intercept(self, name: str, position: int, memo: Step | None, kind: StepKind) -> None:
+        """Before a step executes: inside a parallel group, plan it instead."""
+        if self._planning is not None and (
+            memo is None or memo.status not in (StepStatus.COMPLETED, StepStatus.FAILED)
+        ):
+            from .parallel import plan_step
+
+            plan_step(self, name, position, memo, kind)
+
+    def _fence(self) -> bool:
+        return state.fence(self.run, self.token, self.using)
+
+    def _retry_later(self, when: Any) -> None:
+        state.release(self.run, self.token, self.using, when)
+
+    def parallel(self, callables: Any) -> tuple[Any, ...]:
+        from .parallel import run_group
+
+        return run_group(self, callables)
+
     def _save(self, memo: Step | None, **fields: Any) -> Step:
         return state.save_step(self.using, self.run, memo, ended_at=clock.now(), **fields)
 
@@ -233,11 +261,11 @@ class Execution:
         fields = {**checkpoint, "error": error, "output": None}
         with transaction.atomic(using=self.using):
             if when is None:
-                state.fence(self.run, self.token, self.using)
+                self._fence()
                 step = self._save(memo, **{**fields, "status": StepStatus.FAILED})
             else:
                 # The failed attempt and the run's release commit together.
-                state.release(self.run, self.token, self.using, when)
+                self._retry_later(when)
                 step = state.save_step(
                     self.using,
                     self.run,

@@ -19,6 +19,7 @@ from ..conf import flow_settings
 from ..events import json_bytes, send_system
 from ..exceptions import LeaseLost, StepOutputError
 from ..models import Run, RunStatus, Step, StepStatus, new_id
+from . import flow_control
 
 FINISHED_EVENT = "durable_flows/function.finished"
 FAILED_EVENT = "durable_flows/function.failed"
@@ -58,7 +59,13 @@ def claim(
     rows = Run.objects.using(using)
     runnable = rows.claimable(now, queues, function_ids).order_by("-priority", "available_at", "id")
     with transaction.atomic(using=using):
-        if connections[using].vendor == "postgresql":
+        if flow_control.limits_claims(function_ids):
+            ids = flow_control.pick(using, runnable, limit)
+            if not ids:
+                return token, []
+            rows.filter(id__in=ids).update(**lease)
+            claimed = rows.filter(id__in=ids)
+        elif connections[using].vendor == "postgresql":
             ids = list(
                 runnable.select_for_update(skip_locked=True).values_list("id", flat=True)[:limit]
             )

@@ -1,0 +1,347 @@
+"""``ctx.group.parallel``: steps that execute side by side, on any free workers.
+
+Planning (as Inngest's SDK does it): the run calls each callable of the group
+in turn. A step that already has a result answers from it; a new step is not
+executed but *planned*: it raises ``Planned``, and the group goes on to the
+next callable. If the group planned two or more steps, one transaction
+records each as a step (``running``, 0 attempts) with a ``StepTask``, and
+parks the run in ``waiting`` with no ``available_at``: it holds no worker and
+no concurrency slot. (A single new step simply executes inline.)
+
+Step tasks: any worker thread claims a task like a run (concurrency keys
+included) and executes it as a ``TaskExecution``: the function is replayed
+from its checkpoints with only the task's step ``targeted``; other new steps
+raise ``Skip``, and once the target has been checkpointed ``TargetDone`` ends
+the pass. A failing target retries on its own (the task is requeued at the
+retry time, the run stays parked). The task that finishes last puts the run
+back in the queue; the run replays, the group finds every result recorded and
+returns them in order (or raises the first ``StepError``). A callable making
+several steps in a row plans its next step on that replay.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.db import connections, transaction
+
+from .. import clock, notify
+from ..exceptions import (
+    Interrupt,
+    LeaseLost,
+    NestedStepError,
+    NonRetriableError,
+    RunCancelled,
+    StepError,
+)
+from ..flow_models import StepTaskStatus
+from ..models import Run, RunStatus, Step, StepKind, StepStatus, StepTask, new_id
+from ..registry import Function
+from . import flow_control, state
+from .executor import Execution, Released, Suspended
+
+log = logging.getLogger("durable_flows.worker")
+
+DONE = (StepStatus.COMPLETED, StepStatus.FAILED)
+
+
+class Planned(Interrupt):
+    """A new step inside a parallel group: recorded to be executed by a step task."""
+
+    def __init__(self, name: str, position: int, memo: Step | None) -> None:
+        super().__init__(name)
+        self.name, self.position, self.memo = name, position, memo
+
+
+class Skip(Interrupt):
+    """A step task reached a new step that is not its target."""
+
+
+class TargetDone(Interrupt):
+    """A step task's target step has its result (or its final failure) recorded."""
+
+
+def plan_step(
+    execution: Execution, name: str, position: int, memo: Step | None, kind: StepKind
+) -> None:
+    if kind != StepKind.RUN:
+        raise NonRetriableError(
+            f"step {name!r}: only ctx.step.run steps can be made inside ctx.group.parallel, "
+            f"not {kind.value!r}"
+        )
+    planned = Planned(name, position, memo)
+    assert execution._planning is not None
+    execution._planning.append(planned)
+    raise planned
+
+
+def run_group(execution: Execution, callables: Any) -> tuple[Any, ...]:
+    callables = tuple(callables)
+    for fn in callables:
+        if not callable(fn):
+            raise TypeError(f"ctx.group.parallel takes callables (e.g. lambdas), got {fn!r}")
+    if execution._in_step:
+        raise NestedStepError("ctx.group.parallel was called inside a step's function")
+    if execution._planning is not None:
+        raise NestedStepError("ctx.group.parallel cannot be nested in another group")
+    if isinstance(execution, TaskExecution):
+        return _targeted(callables)
+    seen, position = dict(execution._seen), execution._position
+    planned: list[Planned] = []
+    results: list[Any] = []
+    errors: list[StepError] = []
+    execution._planning = planned
+    try:
+        for fn in callables:
+            try:
+                results.append(fn())
+            except Planned:
+                results.append(None)
+            except StepError as exc:
+                errors.append(exc)
+                results.append(None)
+    finally:
+        execution._planning = None
+    if len(planned) == 1 and not errors:
+        # Nothing to execute beside it: execute it here, as a sequential step.
+        execution._seen, execution._position = seen, position
+        return tuple(fn() for fn in callables)
+    if planned:
+        _park(execution, planned)
+    if errors:
+        raise errors[0]
+    return tuple(results)
+
+
+def _targeted(callables: tuple[Any, ...]) -> tuple[Any, ...]:
+    # As planning does: a sibling that has failed for good must not stop the
+    # pass before it reaches the target.
+    results: list[Any] = []
+    errors: list[StepError] = []
+    skipped = False
+    for fn in callables:
+        try:
+            results.append(fn())
+        except Skip:
+            skipped = True
+        except StepError as exc:
+            errors.append(exc)
+    if skipped:
+        raise Skip()  # the target is elsewhere: let the run work it out on replay
+    if errors:
+        raise errors[0]
+    return tuple(results)
+
+
+def _park(execution: Execution, planned: list[Planned]) -> None:
+    """Record the planned steps and their tasks, and park the run; raises ``Suspended``."""
+    run, using = execution.run, execution.using
+    now = clock.now()
+    with transaction.atomic(using=using):
+        if execution._fence():
+            raise RunCancelled()
+        for item in planned:
+            if item.memo is None:
+                state.save_step(
+                    using,
+                    run,
+                    None,
+                    name=item.name,
+                    kind=StepKind.RUN,
+                    status=StepStatus.RUNNING,
+                    position=item.position,
+                    attempts=0,
+                )
+        StepTask.objects.using(using).bulk_create(
+            [
+                StepTask(
+                    run=run,
+                    step_name=item.name,
+                    queue=run.queue,
+                    function_id=run.function_id,
+                    available_at=now,
+                    created_at=now,
+                    concurrency_key=run.concurrency_key,
+                    concurrency_limit=run.concurrency_limit,
+                    concurrency_key_2=run.concurrency_key_2,
+                    concurrency_limit_2=run.concurrency_limit_2,
+                )
+                for item in planned
+            ],
+            ignore_conflicts=True,
+        )
+        parked = (
+            Run.objects.using(using)
+            .filter(pk=run.pk, lease_token=execution.token, status=RunStatus.RUNNING)
+            .update(
+                status=RunStatus.WAITING,
+                available_at=None,
+                lease_owner=None,
+                lease_token=None,
+                updated_at=now,
+            )
+        )
+        if parked != 1:
+            raise LeaseLost(f"run {run.pk} is no longer leased to this worker")
+        notify.work_available(using)
+    raise Suspended()
+
+
+# --- step tasks -------------------------------------------------------------------
+
+
+def claim_task(
+    using: str, worker_id: str, queues: list[str] | None, function_ids: list[str]
+) -> tuple[StepTask, str] | None:
+    """Lease one due step task, or None (one cheap read when there is none)."""
+    now = clock.now()
+    due = StepTask.objects.using(using).filter(
+        status=StepTaskStatus.QUEUED, available_at__lte=now, function_id__in=function_ids
+    )
+    if queues:
+        due = due.filter(queue__in=queues)
+    if not due.exists():
+        return None
+    due = due.order_by("available_at", "id")
+    token = new_id()
+    with transaction.atomic(using=using):
+        if flow_control.limits_claims(function_ids):
+            ids = flow_control.pick(using, due, 1)
+        elif connections[using].vendor == "postgresql":
+            ids = list(due.select_for_update(skip_locked=True).values_list("id", flat=True)[:1])
+        else:
+            ids = list(due.values_list("id", flat=True)[:1])
+        if not ids:
+            return None
+        StepTask.objects.using(using).filter(id__in=ids).update(
+            status=StepTaskStatus.RUNNING, lease_owner=worker_id, lease_token=token
+        )
+    task = StepTask.objects.using(using).select_related("run", "run__event").get(pk=ids[0])
+    return task, token
+
+
+def tasks_due(using: str, function_ids: list[str], queues: list[str] | None, when: Any) -> bool:
+    due = StepTask.objects.using(using).filter(
+        status=StepTaskStatus.QUEUED, available_at__lte=when, function_id__in=function_ids
+    )
+    if queues:
+        due = due.filter(queue__in=queues)
+    return due.exists()
+
+
+def rescue_orphan_tasks(using: str, live_worker_ids: Any) -> int:
+    """Requeue step tasks held by workers that stopped heartbeating."""
+    return (
+        StepTask.objects.using(using)
+        .filter(status=StepTaskStatus.RUNNING)
+        .exclude(lease_owner__in=live_worker_ids)
+        .update(status=StepTaskStatus.QUEUED, lease_owner=None, lease_token=None)
+    )
+
+
+def release_task(task: StepTask, token: str, using: str) -> None:
+    """Give a step task back after an engine error (not a step failure)."""
+    StepTask.objects.using(using).filter(
+        pk=task.pk, lease_token=token, status=StepTaskStatus.RUNNING
+    ).update(status=StepTaskStatus.QUEUED, lease_owner=None, lease_token=None)
+
+
+class TaskExecution(Execution):
+    """Replay a parked run's function to execute exactly one planned step."""
+
+    def __init__(
+        self, task: StepTask, token: str, function: Function, using: str, stopping: Any = None
+    ) -> None:
+        super().__init__(task.run, token, function, using, stopping)
+        self.task = task
+        self.target = task.step_name
+        self.reached = False
+
+    def execute(self) -> None:
+        try:
+            if self.run.status != RunStatus.WAITING:
+                raise RunCancelled()  # cancelled (or finished) while its steps were queued
+            self._boundary()
+            self.function.fn(self.ctx)
+        except (TargetDone, Skip, RunCancelled):
+            pass
+        except Released:
+            self._requeue(clock.now())
+            return
+        except (Suspended, LeaseLost):
+            return
+        except Exception as exc:
+            # Code outside the target failed on replay: the run itself will meet it.
+            log.info("run %s: step task %s ended early: %r", self.run.pk, self.target, exc)
+        self._finish()
+
+    def _intercept(self, name: str, position: int, memo: Step | None, kind: StepKind) -> None:
+        if name == self.target:
+            self.reached = True
+            if memo is not None and memo.status in DONE:
+                raise TargetDone()
+        elif memo is None or memo.status not in DONE:
+            raise Skip()
+
+    def run_step(
+        self,
+        step_id: str,
+        fn: Any,
+        args: tuple[Any, ...],
+        *,
+        atomic: bool,
+        kind: StepKind = StepKind.RUN,
+    ) -> Any:
+        try:
+            output = super().run_step(step_id, fn, args, atomic=atomic, kind=kind)
+        except StepError:
+            if self.reached:
+                raise TargetDone()
+            raise
+        if self.reached:
+            raise TargetDone()
+        return output
+
+    def _held(self):
+        return StepTask.objects.using(self.using).filter(
+            pk=self.task.pk, lease_token=self.token, status=StepTaskStatus.RUNNING
+        )
+
+    def _fence(self) -> bool:
+        if self._held().update(lease_token=self.token) != 1:
+            raise LeaseLost(f"step task {self.task.pk} is no longer leased to this worker")
+        run = Run.objects.using(self.using).filter(pk=self.run.pk)
+        if not run.filter(status=RunStatus.WAITING, cancel_requested=False).exists():
+            raise RunCancelled()
+        return False
+
+    def _retry_later(self, when: Any) -> None:
+        self._requeue(when)
+
+    def _requeue(self, when: Any) -> None:
+        moved = self._held().update(
+            status=StepTaskStatus.QUEUED, available_at=when, lease_owner=None, lease_token=None
+        )
+        if moved != 1:
+            raise LeaseLost(f"step task {self.task.pk} is no longer leased to this worker")
+        if when <= clock.now():
+            notify.work_available(self.using)
+
+    def _finish(self) -> None:
+        """Drop the task; the last one of the run puts the run back in the queue."""
+        using, now = self.using, clock.now()
+        with transaction.atomic(using=using):
+            if not self._held().delete()[0]:
+                return
+            # Lock the run, then look: of two tasks ending at once, the second
+            # to lock sees the first one's deletion.
+            runs = Run.objects.using(using).filter(pk=self.run.pk)
+            list(runs.select_for_update().values_list("id", flat=True))
+            if StepTask.objects.using(using).filter(run_id=self.run.pk).exists():
+                return
+            woken = runs.filter(status=RunStatus.WAITING, available_at__isnull=True).update(
+                status=RunStatus.QUEUED, available_at=now, updated_at=now
+            )
+            if woken:
+                notify.work_available(using)
