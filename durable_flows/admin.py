@@ -182,6 +182,8 @@ class RunAdmin(ReadOnlyAdmin):
         "event_data",
         "rerun_of_link",
         "reruns_links",
+        "parent_link",
+        "children_links",
         "created",
         "started",
         "ended",
@@ -227,20 +229,21 @@ class RunAdmin(ReadOnlyAdmin):
 
     @admin.display(description="rerun of")
     def rerun_of_link(self, run: Run) -> SafeString | str:
-        if not run.rerun_of_id:
-            return "—"
-        return link("admin:durable_flows_run_change", run.rerun_of_id, run.rerun_of_id)
+        return run_link(run.rerun_of_id)
 
     @admin.display(description="reruns")
     def reruns_links(self, run: Run) -> SafeString | str:
-        reruns = list(run.reruns.order_by("created_at").values_list("id", "status")[:50])
-        if not reruns:
+        return run_links(run.reruns.all())
+
+    @admin.display(description="invoked by")
+    def parent_link(self, run: Run) -> SafeString | str:
+        if not run.parent_run_id:
             return "—"
-        return format_html_join(
-            ", ",
-            '<a href="{}">{}</a> ({})',
-            ((reverse("admin:durable_flows_run_change", args=[pk]), pk, s) for pk, s in reruns),
-        )
+        return format_html("{} (step {})", run_link(run.parent_run_id), run.parent_step)
+
+    @admin.display(description="invoked runs")
+    def children_links(self, run: Run) -> SafeString | str:
+        return run_links(run.children.all())
 
     @admin.display(description="created at")
     def created(self, run: Run) -> str:
@@ -340,6 +343,22 @@ class RunAdmin(ReadOnlyAdmin):
             f"Retrying {retried} run(s) from their failed step; {skipped} had not failed.",
             messages.SUCCESS,
         )
+
+
+def run_link(run_id: str | None) -> SafeString | str:
+    return link("admin:durable_flows_run_change", run_id, run_id) if run_id else "—"
+
+
+def run_links(runs: QuerySet) -> SafeString | str:
+    """Links to up to 50 related runs, with their status."""
+    rows = list(runs.order_by("created_at").values_list("id", "status")[:50])
+    if not rows:
+        return "—"
+    return format_html_join(
+        ", ",
+        '<a href="{}">{}</a> ({})',
+        ((reverse("admin:durable_flows_run_change", args=[pk]), pk, s) for pk, s in rows),
+    )
 
 
 class RunInline(admin.TabularInline):

@@ -162,7 +162,7 @@ def waterfall(run: Run, steps: list[Step]) -> list[dict[str, Any]]:
 def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
     try:
         run = (
-            Run.objects.select_related("event", "rerun_of")
+            Run.objects.select_related("event", "rerun_of", "parent_run")
             .prefetch_related(Prefetch("steps", Step.objects.order_by("position", "id")))
             .get(pk=_checked_id(run_id))
         )
@@ -174,6 +174,7 @@ def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
         "run": run,
         "bars": waterfall(run, steps),
         "reruns": list(run.reruns.order_by("-created_at")[:20]),
+        "children": list(run.children.order_by("created_at")[:50]),
         "total": format_duration(end - (run.started_at or run.created_at)),
         "queued_for": format_duration((run.started_at or end) - run.created_at),
         "live": run.status not in FINISHED,

@@ -181,3 +181,27 @@ def test_changelists_never_count_past_the_cap(admin_client, monkeypatch):
         start("test/one")
     page = admin_client.get(RUNS).content.decode()
     assert "5 runs" in page and "8 runs" not in page
+
+
+def test_retry_action_and_links_between_parent_and_invoked_runs(admin_client):
+    from tests.models import Ledger
+
+    failed = start("test/gated")
+    run_until_idle()
+    Ledger.objects.create(key=f"allow-{failed.pk}")
+    action(admin_client, RUNS, "retry_runs", [failed.pk])
+    run_until_idle()
+    failed.refresh_from_db()
+    assert failed.status == "completed"
+
+    parent = start("test/parent", child={"n": 2})
+    run_until_idle()
+    child = Run.objects.get(parent_run=parent)
+    parent_page = admin_client.get(reverse("admin:durable_flows_run_change", args=[parent.pk]))
+    assert (
+        reverse("admin:durable_flows_run_change", args=[child.pk]) in parent_page.content.decode()
+    )
+    child_page = admin_client.get(reverse("admin:durable_flows_run_change", args=[child.pk]))
+    html = child_page.content.decode()
+    assert reverse("admin:durable_flows_run_change", args=[parent.pk]) in html
+    assert "call-child" in html
