@@ -239,14 +239,7 @@ def _start_runs(events: list[models.Event], using: str, now: datetime) -> list[m
                 started.append(run)
                 continue
         else:
-            run = models.Run(
-                function_id=function.id,
-                event=event,
-                queue=function.queue,
-                created_at=now,
-                updated_at=now,
-                available_at=available_at,
-            )
+            run = models.Run.start(function, event, now, available_at)
         runs.append(run)
     if runs:
         models.Run.objects.using(using).bulk_create(runs)

@@ -163,6 +163,21 @@ class Run(models.Model):
     def __str__(self) -> str:
         return f"{self.function_id} {self.id} ({self.status})"
 
+    @classmethod
+    def start(
+        cls, function: Any, event: Event | None, now: Any, available_at: Any = None, **fields: Any
+    ) -> Run:
+        """A new, unsaved run of ``function`` for ``event``, due at ``available_at`` (now)."""
+        return cls(
+            function_id=function.id,
+            event=event,
+            queue=function.queue,
+            created_at=now,
+            updated_at=now,
+            available_at=available_at or now,
+            **fields,
+        )
+
     @property
     def is_finished(self) -> bool:
         return self.status in FINISHED

@@ -65,14 +65,7 @@ def _start_tick(function: Function, due: datetime, cron: str, using: str, now: d
             received_at=now,
         )
         event.save(using=using, force_insert=True)
-        run = Run(
-            function_id=function.id,
-            event=event,
-            queue=function.queue,
-            created_at=now,
-            updated_at=now,
-            available_at=now,
-        )
+        run = Run.start(function, event, now)
         run.save(using=using, force_insert=True)
         waits.arm_cancel_rules([run], using)
         CronTick.objects.using(using).filter(pk=tick.pk).update(run=run)

@@ -14,6 +14,31 @@ from django.db import connection
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def start(name: str, **data):
+    """Send one event and return the run it started (the only one)."""
+    import durable_flows as df
+    from durable_flows.models import Run
+
+    (event_id,) = df.send(df.Event(name=name, data=data))
+    return Run.objects.get(event_id=event_id)
+
+
+def effects(key: str, run) -> int:
+    """How many times something counted under ``key`` happened for ``run``."""
+    from tests.models import Effect
+
+    return Effect.objects.filter(key=key, run_id=run.pk).count()
+
+
+@pytest.fixture(autouse=True)
+def _real_clock():
+    """Tests may move the engine's clock (durable_flows.testing.advance); put it back."""
+    yield
+    from durable_flows import testing
+
+    testing.reset_clock()
+
+
 def is_postgres() -> bool:
     return connection.vendor == "postgresql"
 

@@ -8,10 +8,10 @@ import pytest
 from django.contrib.auth.models import Permission, User
 from django.urls import reverse
 
-import durable_flows as df
 from durable_flows.keys import authenticate
 from durable_flows.models import EventKey, Run
 from durable_flows.testing import run_until_idle
+from tests.conftest import start
 from tests.http_fixtures import PASSWORD, event_key, member, staff
 
 __all__ = ["event_key", "member", "staff"]  # fixtures
@@ -21,11 +21,6 @@ pytestmark = pytest.mark.django_db
 RUNS = reverse("admin:durable_flows_run_changelist")
 EVENTS = reverse("admin:durable_flows_event_changelist")
 KEYS = reverse("admin:durable_flows_eventkey_changelist")
-
-
-def start(name: str, **data) -> Run:
-    (event_id,) = df.send(df.Event(name=name, data=data))
-    return Run.objects.get(event_id=event_id)
 
 
 @pytest.fixture

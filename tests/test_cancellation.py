@@ -5,28 +5,13 @@ from __future__ import annotations
 import pytest
 
 import durable_flows as df
-from durable_flows import testing
 from durable_flows.exceptions import ConfigurationError
 from durable_flows.models import Event, Run, Wait
 from durable_flows.testing import advance, run_until_idle
+from tests.conftest import effects, start
 from tests.models import Effect
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def _real_clock():
-    yield
-    testing.reset_clock()
-
-
-def start(name: str, **data) -> Run:
-    (event_id,) = df.send(df.Event(name=name, data=data))
-    return Run.objects.get(event_id=event_id)
-
-
-def effects(key: str, run: Run) -> int:
-    return Effect.objects.filter(key=key, run_id=run.pk).count()
 
 
 def cancelled_events(run: Run) -> int:

@@ -8,9 +8,9 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-import durable_flows as df
 from durable_flows.models import Event, Run
 from durable_flows.testing import run_until_idle
+from tests.conftest import start
 from tests.http_fixtures import PASSWORD, member, staff
 
 __all__ = ["member", "staff"]  # fixtures
@@ -18,11 +18,6 @@ __all__ = ["member", "staff"]  # fixtures
 pytestmark = pytest.mark.django_db
 
 PAGES = ["/flows/", "/flows/events/", "/flows/functions/", "/flows/events/send/"]
-
-
-def start(name: str, **data) -> Run:
-    (event_id,) = df.send(df.Event(name=name, data=data))
-    return Run.objects.get(event_id=event_id)
 
 
 @pytest.fixture

@@ -8,18 +8,10 @@ from django.test import override_settings
 import durable_flows as df
 from durable_flows.models import Event, Run, Step
 from durable_flows.testing import run_until_idle
-from tests.models import Effect, Ledger
+from tests.conftest import effects, start
+from tests.models import Ledger
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def start(name: str, **data) -> Run:
-    (event_id,) = df.send(df.Event(name=name, data=data))
-    return Run.objects.get(event_id=event_id)
-
-
-def effects(key: str, run: Run) -> int:
-    return Effect.objects.filter(key=key, run_id=run.pk).count()
 
 
 def test_each_step_executes_once_and_the_body_once_without_replay():

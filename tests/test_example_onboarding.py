@@ -5,17 +5,10 @@ from __future__ import annotations
 import pytest
 
 import durable_flows as df
-from durable_flows import testing
 from durable_flows.models import Run
 from durable_flows.testing import advance, run_until_idle
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def _real_clock():
-    yield
-    testing.reset_clock()
 
 
 def signup(user_id: int, **data) -> Run:

@@ -5,24 +5,12 @@ from __future__ import annotations
 import pytest
 
 import durable_flows as df
-from durable_flows import testing
 from durable_flows.models import Run
 from durable_flows.testing import advance, run_until_idle
-from tests.conftest import wait_until
+from tests.conftest import start, wait_until
 from tests.models import Effect
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def _real_clock():
-    yield
-    testing.reset_clock()
-
-
-def start(name: str, **data) -> Run:
-    (event_id,) = df.send(df.Event(name=name, data=data))
-    return Run.objects.get(event_id=event_id)
 
 
 def test_invoke_returns_the_child_value_and_links_the_child_to_its_parent():

@@ -11,25 +11,9 @@ import durable_flows as df
 from durable_flows import testing
 from durable_flows.models import Run
 from durable_flows.testing import advance, run_until_idle, time_machine
-from tests.conftest import wait_until
-from tests.models import Effect
+from tests.conftest import effects, start, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def _real_clock():
-    yield
-    testing.reset_clock()
-
-
-def start(name: str, **data) -> Run:
-    (event_id,) = df.send(df.Event(name=name, data=data))
-    return Run.objects.get(event_id=event_id)
-
-
-def effects(key: str, run: Run) -> int:
-    return Effect.objects.filter(key=key, run_id=run.pk).count()
 
 
 def test_a_seven_day_sleep_waits_without_a_worker_and_finishes_when_the_clock_moves():

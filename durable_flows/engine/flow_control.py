@@ -145,14 +145,7 @@ def admit(
     idempotency key, or an event added to a pending debounced run or batch).
     """
     payload = event.as_dict()
-    run = Run(
-        function_id=function.id,
-        event=event,
-        queue=function.queue,
-        created_at=now,
-        updated_at=now,
-        available_at=available_at,
-    )
+    run = Run.start(function, event, now, available_at)
     stamp(function, run, payload)
     # An idempotency key that does not evaluate (a missing field) deduplicates nothing.
     value = _evaluate_key(function.idempotency, payload) if function.idempotency else None

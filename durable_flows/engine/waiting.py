@@ -252,13 +252,10 @@ def invoke(exe: Execution, step_id: str, *, function: Any, data: Any, timeout: A
             payload = state.encode_output(data, what="invoke data")
             event = EventRow(name=INVOKED_EVENT, data=payload, ts=ms(now), received_at=now)
             event.save(using=using, force_insert=True)
-            child = Run(
-                function_id=target.id,
-                event=event,
-                queue=target.queue,
-                created_at=now,
-                updated_at=now,
-                available_at=now,
+            child = Run.start(
+                target,
+                event,
+                now,
                 parent_run=exe.run,
                 parent_step=name,
             )
