@@ -81,3 +81,59 @@ def test_odd_but_valid_unicode_round_trips():
     data = {"emoji": "🦄", "rtl": "שלום", "zw": "a\u200bb", "big": 2**53, "deep": nested(50)}
     (event_id,) = df.send(df.Event(name="test/ünïcode ✓", data=data))
     assert Event.objects.get(pk=event_id).data == data
+
+
+# --- the same over HTTP ---------------------------------------------------------------
+
+raw_bodies = (
+    st.binary(max_size=64)
+    | st.text(max_size=64).map(str.encode)
+    | st.lists(events, max_size=3).map(lambda b: _dumps(b))
+    | events.map(lambda e: _dumps(e))
+    | st.sampled_from(
+        [
+            b'{"name": "a", "name": "b"}',  # duplicate keys: the last wins, as in JSON parsers
+            b'[{"name": "a", "data": {"x": Infinity}}]',
+            b"[" * 5000 + b"]" * 5000,
+            b'{"name": "a", "data": {"s": "\\ud800"}}',
+            b'{"name": "a\\u0000"}',
+            b"\xff\xfe",
+        ]
+    )
+)
+
+
+def _dumps(value) -> bytes:
+    import json
+
+    try:
+        return json.dumps(value, default=repr).encode()
+    except (ValueError, RecursionError):
+        return b"{}"
+
+
+@pytest.fixture
+def key(db) -> str:
+    from durable_flows.keys import create_key
+
+    return create_key("hostile")[1]
+
+
+@settings(
+    max_examples=120,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(body=raw_bodies)
+def test_http_endpoints_answer_every_body_with_json_and_never_5xx(client, key, body):
+    for url, auth in (
+        (f"/e/{key}", {}),
+        ("/flows/api/events/", {"HTTP_AUTHORIZATION": f"Bearer {key}"}),
+    ):
+        before = Event.objects.count()
+        response = client.post(url, body, content_type="application/json", **auth)
+        assert response.status_code < 500, (url, body, response.content[:300])
+        assert response["Content-Type"].startswith("application/json")
+        if response.status_code >= 400:
+            assert response.json()["error"]
+            assert Event.objects.count() == before  # a refusal stores nothing
