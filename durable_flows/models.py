@@ -133,6 +133,10 @@ class Run(models.Model):
 
     objects = FlowManager.from_queryset(RunQuerySet)()
 
+    # Not a column: set by claim() on a run that had never started, which
+    # therefore has no checkpoints to load.
+    fresh = False
+
     class Meta:
         indexes = [
             # The hot path: a partial index over runnable rows only, so it stays

@@ -73,6 +73,7 @@ class Worker:
         self.executed = 0
         self._stranded: list[tuple[Run, str]] = []  # runs to hand back once the database answers
         self._lock = threading.Lock()
+        self._local = threading.local()
         self._next_prune = time.monotonic() + PRUNE_INTERVAL
         vendor = connections[self.using].vendor
         self.is_postgres = vendor == "postgresql"
@@ -216,8 +217,10 @@ class Worker:
                 # claimed (no longer queued) is still executing.
                 self._idle[index] = False
                 if self._step_once():
+                    self._local.was_idle = False
                     continue
                 self._idle[index] = True
+                self._local.was_idle = True
                 if self.burst and self._burst_finished():
                     log.info("burst: nothing left to run")
                     self.stop()
@@ -233,7 +236,7 @@ class Worker:
         assert self.row is not None
         if self._stranded:
             self._release_stranded()
-        if self._step_task_once():
+        if self._tasks_due() and self._step_task_once():
             return True
         try:
             token, runs = state.claim(
@@ -263,6 +266,14 @@ class Worker:
         finally:
             with self._lock:
                 self.executed += 1
+
+    def _tasks_due(self) -> bool:
+        """Look for parallel step tasks on every 8th claim of a thread, and always when it
+        was idle: a busy thread does not pay a query per run for a feature most runs do
+        not use, and tasks still wait at most a few runs."""
+        count = getattr(self._local, "claims", 0)
+        self._local.claims = count + 1
+        return count % 8 == 0 or getattr(self._local, "was_idle", True)
 
     def _step_task_once(self) -> bool:
         """Parallel steps first: they belong to runs that have already started."""

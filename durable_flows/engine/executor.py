@@ -62,9 +62,12 @@ class Execution:
         self.function = function
         self.using = using
         self.stopping = stopping or threading.Event()
-        self.memos: dict[str, Step] = {
-            step.name: step for step in Step.objects.using(using).filter(run_id=run.pk)
-        }
+        # A run that never started has no checkpoints: no query for them.
+        self.memos: dict[str, Step] = (
+            {}
+            if run.fresh
+            else {step.name: step for step in Step.objects.using(using).filter(run_id=run.pk)}
+        )
         # Code before the last recorded step has run before: it is being replayed.
         self._pending_memos = set(self.memos)
         self._seen: dict[str, int] = {}
@@ -93,7 +96,14 @@ class Execution:
             output = state.encode_output(value, what="function result")
             if self.cancel_requested:
                 raise RunCancelled()
-            state.finish(run, self.token, using, RunStatus.COMPLETED, output=output)
+            state.finish(
+                run,
+                self.token,
+                using,
+                RunStatus.COMPLETED,
+                output=output,
+                close_waits=self._may_have_waits(),
+            )
         except RunCancelled as exc:
             error = exc.error or state.cancel_reason(run, using)
             state.finish(run, self.token, using, RunStatus.CANCELLED, error=error)
@@ -107,6 +117,12 @@ class Execution:
             self._fail(exc)
         except Exception as exc:
             self._function_error(exc)
+
+    def _may_have_waits(self) -> bool:
+        """Could the run have armed waits (cancel rules, wait steps) to disarm at the end?"""
+        return bool(self.function.cancel) or any(
+            memo.kind == StepKind.WAIT_FOR_EVENT for memo in self.memos.values()
+        )
 
     def _fail(self, exc: BaseException) -> None:
         error = retry.error_dict(exc)

@@ -46,9 +46,16 @@ def encode_output(value: Any, *, what: str = "step result") -> Any:
 def claim(
     using: str, worker_id: str, queues: list[str] | None, function_ids: list[str], limit: int = 1
 ) -> tuple[str, list[Run]]:
-    """Lease up to ``limit`` runnable runs to ``worker_id`` in one short transaction."""
+    """Lease up to ``limit`` runnable runs to ``worker_id`` in one short transaction.
+
+    A claimed run's ``fresh`` attribute says whether it had never started (so it
+    has no checkpoints to load).
+    """
     now = clock.now()
     token = new_id()
+    connection = connections[using]
+    if connection.vendor == "postgresql" and not flow_control.limits_claims(function_ids):
+        return token, _claim_pg(using, worker_id, token, now, queues, function_ids, limit)
     lease = {
         "status": RunStatus.RUNNING,
         "lease_owner": worker_id,
@@ -65,14 +72,6 @@ def claim(
                 return token, []
             rows.filter(id__in=ids).update(**lease)
             claimed = rows.filter(id__in=ids)
-        elif connections[using].vendor == "postgresql":
-            ids = list(
-                runnable.select_for_update(skip_locked=True).values_list("id", flat=True)[:limit]
-            )
-            if not ids:
-                return token, []
-            rows.filter(id__in=ids).update(**lease)
-            claimed = rows.filter(id__in=ids)
         else:
             # SQLite: write first, so the transaction takes the write lock at once
             # (a read-then-write transaction can fail to upgrade its lock).
@@ -83,6 +82,59 @@ def claim(
             )
         runs = list(claimed.select_related("event").order_by("-priority", "available_at", "id"))
     return token, runs
+
+
+def _claim_pg(
+    using: str,
+    worker_id: str,
+    token: str,
+    now: Any,
+    queues: list[str] | None,
+    function_ids: list[str],
+    limit: int,
+) -> list[Run]:
+    """PostgreSQL: pick (SKIP LOCKED) and lease in one statement, then load the runs.
+
+    The WHERE clause is ``RunQuerySet.claimable()``'s, written out so that the pick
+    and the lease are one round trip; the partial index df_run_claimable serves it.
+    """
+    if not function_ids:
+        return []
+    table = connections[using].ops.quote_name(Run._meta.db_table)
+    queue_clause = "AND queue = ANY(%s)" if queues else ""
+    sql = f"""
+        WITH picked AS (
+            SELECT id, started_at IS NULL AS fresh FROM {table}
+            WHERE status IN ('queued', 'waiting') AND available_at <= %s
+              AND function_id = ANY(%s) {queue_clause}
+            ORDER BY priority DESC, available_at, id
+            LIMIT %s
+            FOR UPDATE SKIP LOCKED
+        )
+        UPDATE {table} AS run
+        SET status = 'running', lease_owner = %s, lease_token = %s, updated_at = %s,
+            started_at = COALESCE(run.started_at, %s)
+        FROM picked WHERE run.id = picked.id
+        RETURNING run.id, picked.fresh
+    """  # noqa: S608 - only the table name is interpolated
+    params: list[Any] = [now, list(function_ids)]
+    if queues:
+        params.append(list(queues))
+    params += [limit, worker_id, token, now, now]
+    with connections[using].cursor() as cursor:
+        cursor.execute(sql, params)
+        fresh = dict(cursor.fetchall())
+    if not fresh:
+        return []
+    runs = list(
+        Run.objects.using(using)
+        .filter(id__in=list(fresh))
+        .select_related("event")
+        .order_by("-priority", "available_at", "id")
+    )
+    for run in runs:
+        run.fresh = fresh[run.pk]
+    return runs
 
 
 def rescue_orphans(using: str, live_worker_ids: Any) -> int:
@@ -268,8 +320,11 @@ def finish(
     *,
     output: Any = None,
     error: dict[str, Any] | None = None,
+    close_waits: bool = True,
 ) -> None:
-    """End the run and send its lifecycle event, in one transaction."""
+    """End the run and send its lifecycle event, in one transaction.
+
+    ``close_waits=False`` skips disarming waits, for a run that cannot have any."""
     now = clock.now()
     with transaction.atomic(using=using):
         updated = _held(run, token, using).update(
@@ -285,7 +340,8 @@ def finish(
         if updated != 1:
             raise LeaseLost(f"run {run.pk} is no longer leased to this worker")
         run.status, run.output, run.error, run.ended_at = status, output, error, now
-        waits.close(run, using, now)
+        if close_waits or run.parent_run_id:
+            waits.close(run, using, now)
         data = _lifecycle_data(run)
         # As Inngest: "finished" for every completed or failed run, plus "failed"
         # or "cancelled" for those outcomes.
