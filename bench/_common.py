@@ -42,12 +42,18 @@ def _create_pg_database(url: str) -> None:
 
 
 def reset_tables() -> None:
-    from durable_flows.models import Event, Run, Step, Worker
+    """Empty the app's tables. On PostgreSQL with TRUNCATE: mass deletes leave dead index
+    entries that slow planning until autovacuum runs, which would skew the next figure."""
+    from django.apps import apps
+    from django.db import connection
 
-    Step.objects.all().delete()
-    Run.objects.all().delete()
-    Event.objects.all().delete()
-    Worker.objects.all().delete()
+    tables = [m._meta.db_table for m in apps.get_app_config("durable_flows").get_models()]
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " CASCADE")
+        else:
+            for table in tables:
+                cursor.execute(f'DELETE FROM "{table}"')
 
 
 def start_worker(*args: str, **env: str) -> subprocess.Popen:

@@ -145,14 +145,20 @@ def deliver(events: list[Event], using: str, now: datetime) -> None:
     keyed = [(event, event.as_dict()) for event in events]
     per_event = [_keys(payload, paths.get(event.name, [])) for event, payload in keyed]
     all_keys = set().union(*per_event)
+    # A plain single-table query (cheap to plan): most events match no wait at all.
     candidates = list(
         Wait.objects.using(using)
         .filter(status=WaitStatus.PENDING, event_name__in=names, match_key__in=all_keys)
-        .select_related("run__event")
         .order_by("run_id", "id")
     )
     if not candidates:
         return
+    # ``if_exp`` sees the waiting run's own event: load those for the waits that need it.
+    with_exp = {wait.run_id for wait in candidates if wait.if_exp}
+    triggers = {
+        run.pk: (run.event.as_dict() if run.event else {})
+        for run in Run.objects.using(using).filter(pk__in=with_exp).select_related("event")
+    }
     woke = False
     for (event, payload), keys in zip(keyed, per_event, strict=True):
         for wait in candidates:
@@ -161,7 +167,7 @@ def deliver(events: list[Event], using: str, now: datetime) -> None:
             if wait.match_key not in keys or (wait.expires_at and wait.expires_at <= now):
                 continue
             if wait.if_exp:
-                trigger = wait.run.event.as_dict() if wait.run.event else {}
+                trigger = triggers.get(wait.run_id, {})
                 if not is_true(wait.if_exp, {"event": trigger, "async": payload}):
                     continue
             if wait.kind == WaitKind.EVENT:

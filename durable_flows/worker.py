@@ -128,7 +128,9 @@ class Worker:
         try:
             while not self.stopping.is_set():
                 if self._step_once():
+                    self._local.was_idle = False
                     continue
+                self._local.was_idle = True
                 if maintenance.run(self.using):
                     continue  # it started (cron) or ended (timeouts) runs
                 if not self._work_soon():
