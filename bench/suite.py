@@ -203,14 +203,14 @@ def long_run() -> float:
     return last / first
 
 
-def history(rows: int) -> None:
+def history(rows: int, age: timedelta = timedelta(days=1)) -> None:
     """Fill the tables with ``rows`` completed runs (each with an event and a step)."""
     from django.db import connection
     from django.utils import timezone
 
     from durable_flows.models import Event, Run, Step
 
-    then = timezone.now() - timedelta(days=1)
+    then = timezone.now() - age
     batch = 10_000
     for start in range(0, rows, batch):
         ids = [f"H{i:025d}" for i in range(start, min(rows, start + batch))]
