@@ -19,7 +19,7 @@ from django.utils.safestring import SafeString
 from . import clock, control, keys
 from .conf import flow_settings
 from .exceptions import RunNotFound
-from .models import FINISHED, Event, EventKey, Run, RunStatus, Step, Worker
+from .models import FINISHED, Event, EventKey, Run, RunStatus, Step, Wait, Worker
 from .registry import registry
 from .templatetags.durable_flows import format_duration
 
@@ -164,6 +164,40 @@ class StepInline(admin.TabularInline):
         return False
 
 
+class WaitInline(admin.TabularInline):
+    """What the run waits for: its wait steps and its armed cancel rules."""
+
+    model = Wait
+    extra = 0
+    max_num = 0
+    can_delete = False
+    show_change_link = False
+    ordering = ["created_at", "id"]
+    fields = ["kind", "step_name", "event_name", "match", "if_exp", "wait_status", "expires"]
+    fields += ["resolved_by"]
+    readonly_fields = fields  # type: ignore[assignment]  # stubs type `fields` more broadly
+
+    @admin.display(description="status")
+    def wait_status(self, wait: Wait) -> SafeString:
+        return status_badge(wait.status)
+
+    @admin.display(description="expires")
+    def expires(self, wait: Wait) -> str:
+        return precise(wait.expires_at)
+
+    @admin.display(description="resolved by")
+    def resolved_by(self, wait: Wait) -> SafeString | str:
+        if not wait.event_id:
+            return "—"
+        return link("admin:durable_flows_event_change", wait.event_id, wait.event_id)
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 @admin.register(Run)
 class RunAdmin(ReadOnlyAdmin):
     list_display = ["id", "function_id", "run_status", "event_link", "created_at", "duration"]
@@ -172,7 +206,7 @@ class RunAdmin(ReadOnlyAdmin):
     search_help_text = "An exact run id, event id, function id or event name."
     list_select_related = ["event"]
     ordering = ["-created_at", "-id"]
-    inlines = [StepInline]
+    inlines = [StepInline, WaitInline]
     actions = ["cancel_runs", "rerun_runs", "retry_runs"]
     fields = [
         "id",

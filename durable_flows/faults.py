@@ -22,6 +22,7 @@ POINTS = (
     "after_claim",  # the run is leased, nothing executed
     "after_effect",  # a step's function returned; its checkpoint is not committed
     "after_checkpoint",  # a step's checkpoint (and atomic effects) committed
+    "after_wake",  # a sleeping run, resumed, has recorded its sleep as over
 )
 
 

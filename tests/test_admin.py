@@ -200,3 +200,14 @@ def test_retry_action_and_links_between_parent_and_invoked_runs(admin_client):
     html = child_page.content.decode()
     assert reverse("admin:durable_flows_run_change", args=[parent.pk]) in html
     assert "call-child" in html
+
+
+def test_a_waiting_runs_page_shows_what_it_waits_for(admin_client):
+    run = start("test/wait", user_id=7)
+    run_until_idle()
+    run.refresh_from_db()
+    assert run.status == "waiting"
+    html = admin_client.get(reverse("admin:durable_flows_run_change", args=[run.pk])).content
+    page = html.decode()
+    assert "test/login" in page and "data.user_id" in page
+    assert "pending" in page

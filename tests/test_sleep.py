@@ -122,3 +122,19 @@ def test_a_sleeping_run_survives_all_workers_stopping(start_worker):
     assert [effects(k, run) for k in ("before-sleep", "after-sleep")] == [1, 1]
     second.signal(signal.SIGTERM)
     assert second.wait() == 0
+
+
+def test_sigkill_during_a_wake_up_loses_nothing_and_repeats_nothing(start_worker):
+    run = start("test/sleep", duration="1s")
+    # The first worker records the sleep, then dies the moment it wakes the run.
+    doomed = start_worker(faults="after_wake")
+    assert doomed.wait(60) == -signal.SIGKILL
+    run.refresh_from_db()
+    assert run.status == "running"  # leased by the dead worker
+    assert run.steps.get(name="nap").status == "completed"
+    assert effects("after-sleep", run) == 0
+    rescuer = start_worker()
+    wait_until(lambda: Run.objects.get(pk=run.pk).status == "completed", timeout=60)
+    rescuer.signal(signal.SIGTERM)
+    assert rescuer.wait() == 0
+    assert [effects(k, run) for k in ("before-sleep", "after-sleep")] == [1, 1]

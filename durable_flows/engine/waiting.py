@@ -27,6 +27,7 @@ from ..exceptions import (
     RunCancelled,
     StepUsageError,
 )
+from ..faults import fault_point
 from ..models import Event as EventRow
 from ..models import Run, RunStatus, Step, StepKind, StepStatus, Wait, WaitKind, WaitStatus
 from ..registry import RESERVED_PREFIX, Function, check_match, registry
@@ -109,9 +110,14 @@ def sleep(exe: Execution, step_id: str, until: datetime | None, delta: timedelta
         cp.fence()
         if wake <= now:
             cp.save(StepStatus.COMPLETED, wake_at=wake, output=None)
-            return None
-        cp.save(StepStatus.WAITING, wake_at=wake)
-        cp.suspend(wake)
+            woke = True
+        else:
+            cp.save(StepStatus.WAITING, wake_at=wake)
+            cp.suspend(wake)
+            woke = False
+    if woke:
+        fault_point("after_wake")  # the sleep is recorded as over; nothing after it has run
+        return None
     _finish_suspended()
 
 
