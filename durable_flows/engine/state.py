@@ -198,31 +198,31 @@ def save_step(using: str, run: Run, existing: Step | None, **fields: Any) -> Ste
 
 def release(run: Run, token: str, using: str, available_at: datetime, **fields: Any) -> None:
     """Give the run back to the queue (a retry, a graceful stop), due at ``available_at``."""
-    now = clock.now()
-    updated = _held(run, token, using).update(
-        status=RunStatus.QUEUED,
-        lease_owner=None,
-        lease_token=None,
-        available_at=available_at,
-        updated_at=now,
-        **fields,
-    )
-    if updated != 1:
-        raise LeaseLost(f"run {run.pk} is no longer leased to this worker")
-    if available_at <= now:
-        notify.work_available(using)
+    _let_go(run, token, using, RunStatus.QUEUED, available_at, **fields)
 
 
 def suspend(run: Run, token: str, using: str, available_at: datetime | None) -> None:
     """The run waits (sleep, event, child run) holding no worker; wakes at ``available_at``
     (None: only when something wakes it). Inside the step's checkpoint transaction."""
+    _let_go(run, token, using, RunStatus.WAITING, available_at)
+
+
+def _let_go(
+    run: Run,
+    token: str,
+    using: str,
+    status: RunStatus,
+    available_at: datetime | None,
+    **fields: Any,
+) -> None:
     now = clock.now()
     updated = _held(run, token, using).update(
-        status=RunStatus.WAITING,
+        status=status,
         lease_owner=None,
         lease_token=None,
         available_at=available_at,
         updated_at=now,
+        **fields,
     )
     if updated != 1:
         raise LeaseLost(f"run {run.pk} is no longer leased to this worker")
