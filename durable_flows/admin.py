@@ -124,7 +124,25 @@ class FunctionFilter(admin.SimpleListFilter):
         return queryset.filter(function_id=value) if value else queryset
 
 
-class StepInline(admin.TabularInline):
+class OutcomeColumns:
+    """Duration, output and error of a record that has them (a run, a step)."""
+
+    @admin.display(description="duration")
+    def duration(self, record: Run | Step) -> str:
+        if record.started_at and record.ended_at:
+            return format_duration(record.ended_at - record.started_at)
+        return ""
+
+    @admin.display(description="output")
+    def output_json(self, record: Run | Step) -> SafeString:
+        return pretty_json(record.output)
+
+    @admin.display(description="error")
+    def error_html(self, record: Run | Step) -> SafeString:
+        return error_html(record.error)
+
+
+class StepInline(OutcomeColumns, admin.TabularInline):
     model = Step
     extra = 0
     max_num = 0
@@ -142,20 +160,6 @@ class StepInline(admin.TabularInline):
     @admin.display(description="started")
     def started(self, step: Step) -> str:
         return precise(step.started_at)
-
-    @admin.display(description="duration")
-    def duration(self, step: Step) -> str:
-        if step.started_at and step.ended_at:
-            return format_duration(step.ended_at - step.started_at)
-        return ""
-
-    @admin.display(description="output")
-    def output_json(self, step: Step) -> SafeString:
-        return pretty_json(step.output)
-
-    @admin.display(description="error")
-    def error_html(self, step: Step) -> SafeString:
-        return error_html(step.error)
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -199,7 +203,7 @@ class WaitInline(admin.TabularInline):
 
 
 @admin.register(Run)
-class RunAdmin(ReadOnlyAdmin):
+class RunAdmin(OutcomeColumns, ReadOnlyAdmin):
     list_display = ["id", "function_id", "run_status", "event_link", "created_at", "duration"]
     list_filter = ["status", FunctionFilter, "created_at"]
     search_fields = ["=id", "=function_id", "=event__id", "=event__name"]
@@ -290,20 +294,6 @@ class RunAdmin(ReadOnlyAdmin):
     @admin.display(description="ended at")
     def ended(self, run: Run) -> str:
         return precise(run.ended_at)
-
-    @admin.display(description="duration")
-    def duration(self, run: Run) -> str:
-        if run.started_at and run.ended_at:
-            return format_duration(run.ended_at - run.started_at)
-        return ""
-
-    @admin.display(description="output")
-    def output_json(self, run: Run) -> SafeString:
-        return pretty_json(run.output)
-
-    @admin.display(description="error")
-    def error_html(self, run: Run) -> SafeString:
-        return error_html(run.error)
 
     @admin.display(description="dashboard")
     def dashboard_link(self, run: Run) -> SafeString:

@@ -184,13 +184,18 @@ def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
     return _render(request, "run.html", "_run_body.html", context)
 
 
+def _control(action: Any, run_id: str) -> Any:
+    """Call a ``durable_flows.control`` action on a run; an unknown run is a 404."""
+    try:
+        return action(_checked_id(run_id))
+    except RunNotFound:
+        raise Http404("no such run")
+
+
 @require_POST
 @staff_required
 def run_cancel(request: HttpRequest, run_id: str) -> HttpResponse:
-    try:
-        run = control.cancel(_checked_id(run_id))
-    except RunNotFound:
-        raise Http404("no such run")
+    run = _control(control.cancel, run_id)
     if run.status == RunStatus.CANCELLED:
         _notify(request, "Run cancelled.")
     elif run.cancel_requested and run.status == RunStatus.RUNNING:
@@ -203,10 +208,7 @@ def run_cancel(request: HttpRequest, run_id: str) -> HttpResponse:
 @require_POST
 @staff_required
 def run_rerun(request: HttpRequest, run_id: str) -> HttpResponse:
-    try:
-        new_id = control.rerun(_checked_id(run_id))
-    except RunNotFound:
-        raise Http404("no such run")
+    new_id = _control(control.rerun, run_id)
     _notify(request, f"Started a new run from the same event (rerun of {run_id}).")
     return redirect("durable_flows:run", run_id=new_id)
 
@@ -215,9 +217,7 @@ def run_rerun(request: HttpRequest, run_id: str) -> HttpResponse:
 @staff_required
 def run_retry(request: HttpRequest, run_id: str) -> HttpResponse:
     try:
-        run = control.retry(_checked_id(run_id))
-    except RunNotFound:
-        raise Http404("no such run")
+        run = _control(control.retry, run_id)
     except control.NotRetriable as exc:
         _notify(request, str(exc), error=True)
         return redirect("durable_flows:run", run_id=run_id)

@@ -171,19 +171,8 @@ def _park(execution: Execution, planned: list[Planned]) -> None:
             ],
             ignore_conflicts=True,
         )
-        parked = (
-            Run.objects.using(using)
-            .filter(pk=run.pk, lease_token=execution.token, status=RunStatus.RUNNING)
-            .update(
-                status=RunStatus.WAITING,
-                available_at=None,
-                lease_owner=None,
-                lease_token=None,
-                updated_at=now,
-            )
-        )
-        if parked != 1:
-            raise LeaseLost(f"run {run.pk} is no longer leased to this worker")
+        # Parked: no wake time; the last step task to finish requeues the run.
+        state.suspend(run, execution.token, using, None)
         notify.work_available(using)
     raise Suspended()
 
