@@ -3,6 +3,7 @@
     python bench/suite.py                    # PostgreSQL, then SQLite
     python bench/suite.py --db postgres      # one of them
     BENCH_SCALE=0.1 python bench/suite.py    # a quick, smaller run
+    python bench/suite.py --only W1 --only W2  # some workloads (W0 is always measured)
 
 Prints a table (figures as ratios to W0, the floor, where that makes sense)
 and writes JSON to bench/results/. Workers are real ``runflows`` processes.
@@ -302,7 +303,10 @@ def memory() -> dict[str, float]:
 # --- the table -----------------------------------------------------------------------------
 
 
-def run_suite(url: str) -> dict[str, object]:
+WORKLOADS = ("W0", "W1", "W2", "W3", "W4", "W5", "memory")
+
+
+def run_suite(url: str, only: set[str]) -> dict[str, object]:
     setup(url)
     from django.db import connection
 
@@ -314,42 +318,57 @@ def run_suite(url: str) -> dict[str, object]:
         results[key] = value
         print(f"{key:<22} {text}", flush=True)
 
+    # W0 always: every other figure is read against it.
     w0 = floor(url, 1)
     report("W0_tx_s_1proc", w0, f"{w0:9.0f} tx/s   (the floor)")
-    w0b = floor(url, 2)
-    report("W0_tx_s_2proc", w0b, f"{w0b:9.0f} tx/s   {w0b / w0:.2f} x W0")
-    w1 = jobs(1)
-    report("W1_runs_s_1worker", w1, f"{w1:9.0f} runs/s {w1 / w0:.2f} x W0")
-    w1b = jobs(2)
-    report("W1_runs_s_2workers", w1b, f"{w1b:9.0f} runs/s {w1b / w0:.2f} x W0  (target >= 1.0)")
-    w2 = steps()
-    report("W2_steps_s", w2, f"{w2:9.0f} steps/s {w2 / w0:.2f} x W0  (target >= 0.5)")
-    w3 = latency()
-    report(
-        "W3_latency_ms",
-        w3,
-        "p50 {p50:.1f} ms, p95 {p95:.1f} ms, p99 {p99:.1f} ms".format(**w3)
-        + "  (target p50 <= 5, p99 <= 25)",
-    )
-    w4 = long_run()
-    report("W4_last_first_ratio", w4, f"{w4:9.2f}        (target <= 1.3)")
-    w5 = jobs_with_history()
-    report("W5_runs_s", w5, f"{w5:9.0f} runs/s {w5 / w1:.2f} x W1  (target >= 0.8)")
-    results["W5_ratio_to_W1"] = w5 / w1
-    mem = memory()
-    report(
-        "worker_memory",
-        mem,
-        "RSS {rss_mb:.0f} MB after all runs, {growth_mb:+.1f} MB "
-        "over the second half  (target <= 120 MB, no trend)".format(**mem),
-    )
+    if "W0" in only:
+        w0b = floor(url, 2)
+        report("W0_tx_s_2proc", w0b, f"{w0b:9.0f} tx/s   {w0b / w0:.2f} x W0")
+    w1 = None
+    if "W1" in only or "W5" in only:
+        w1 = jobs(1)
+        report("W1_runs_s_1worker", w1, f"{w1:9.0f} runs/s {w1 / w0:.2f} x W0")
+    if "W1" in only:
+        w1b = jobs(2)
+        report("W1_runs_s_2workers", w1b, f"{w1b:9.0f} runs/s {w1b / w0:.2f} x W0  (target >= 1.0)")
+    if "W2" in only:
+        w2 = steps()
+        report("W2_steps_s", w2, f"{w2:9.0f} steps/s {w2 / w0:.2f} x W0  (target >= 0.5)")
+    if "W3" in only:
+        w3 = latency()
+        report(
+            "W3_latency_ms",
+            w3,
+            "p50 {p50:.1f} ms, p95 {p95:.1f} ms, p99 {p99:.1f} ms".format(**w3)
+            + "  (target p50 <= 5, p99 <= 25)",
+        )
+    if "W4" in only:
+        w4 = long_run()
+        report("W4_last_first_ratio", w4, f"{w4:9.2f}        (target <= 1.3)")
+    if "W5" in only and w1:
+        w5 = jobs_with_history()
+        report("W5_runs_s", w5, f"{w5:9.0f} runs/s {w5 / w1:.2f} x W1  (target >= 0.8)")
+        results["W5_ratio_to_W1"] = w5 / w1
+    if "memory" in only:
+        mem = memory()
+        report(
+            "worker_memory",
+            mem,
+            "RSS {rss_mb:.0f} MB after all runs, {growth_mb:+.1f} MB "
+            "over the second half  (target <= 120 MB, no trend)".format(**mem),
+        )
     return results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--db", action="append", choices=["postgres", "sqlite"])
-    dbs = parser.parse_args().db or ["postgres", "sqlite"]
+    parser.add_argument(
+        "--only", action="append", choices=WORKLOADS, help="run these workloads (and W0)"
+    )
+    args = parser.parse_args()
+    dbs = args.db or ["postgres", "sqlite"]
+    only = set(args.only or WORKLOADS)
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     for db in dbs:
@@ -358,7 +377,7 @@ def main() -> None:
             url = os.environ.get("DATABASE_URL", PG_URL) if db == "postgres" else None
             if db == "sqlite":
                 os.environ.pop("DATABASE_URL", None)
-            results = run_suite(url or "")
+            results = run_suite(url or "", only)
             path = out / f"{db}-{time.strftime('%Y%m%d-%H%M%S')}.json"
             path.write_text(json.dumps(results, indent=2, default=str))
             print(f"results written to {path.relative_to(ROOT)}")

@@ -24,6 +24,9 @@ DEFAULTS: dict[str, Any] = {
     "POLL_INTERVAL_SECONDS": 1.0,
     "SQLITE_POLL_INTERVAL_SECONDS": 0.1,
     "EVENT_DEDUP_SECONDS": 24 * 3600,
+    # PostgreSQL: the engine's hot statements are prepared (engine/sql.py). False
+    # for a pooler that cannot keep prepared statements.
+    "PREPARED_STATEMENTS": True,
 }
 
 
@@ -40,6 +43,8 @@ def _validate(values: dict[str, Any]) -> None:
     for key in ("LEASE_SECONDS", "RETRY_JITTER_SECONDS", "POLL_INTERVAL_SECONDS"):
         if key in values and (not isinstance(values[key], int | float) or values[key] < 0):
             raise ConfigurationError(f"DURABLE_FLOWS[{key!r}] must be a number >= 0.")
+    if not isinstance(values.get("PREPARED_STATEMENTS", True), bool):
+        raise ConfigurationError("DURABLE_FLOWS['PREPARED_STATEMENTS'] must be True or False.")
     if "LEASE_SECONDS" in values and values["LEASE_SECONDS"] <= 0:
         raise ConfigurationError("DURABLE_FLOWS['LEASE_SECONDS'] must be > 0.")
     backoff = values.get("RETRY_BACKOFF_SECONDS", DEFAULTS["RETRY_BACKOFF_SECONDS"])

@@ -182,12 +182,16 @@ def _store(items: list[dict[str, Any]], using: str, *, system: bool) -> list[str
             reused.append(row)
         else:
             fresh.append(row)
-    stored = _insert(fresh, using, given) + reused
-    # Waits first: an event resolves waits and cancel rules armed before it,
-    # never those of the runs it starts itself.
+    events_stored(_insert(fresh, using, given) + reused, using, now)
+    return ids
+
+
+def events_stored(stored: list[models.Event], using: str, now: datetime) -> None:
+    """What follows storing events, in the same transaction: resolve the waits they
+    match, then start the runs they trigger. (Waits first: an event resolves waits and
+    cancel rules armed before it, never those of the runs it starts itself.)"""
     waits.deliver(stored, using, now)
     waits.arm_cancel_rules(_start_runs(stored, using, now), using)
-    return ids
 
 
 def _insert(rows: list[models.Event], using: str, given: set[str]) -> list[models.Event]:
@@ -248,6 +252,7 @@ def _start_runs(events: list[models.Event], using: str, now: datetime) -> list[m
     return started + runs
 
 
-def send_system(name: str, data: dict[str, Any]) -> list[str]:
-    """Send an app lifecycle event (``durable_flows/...``); joins the caller's transaction."""
-    return _send([{"name": name, "data": data}], system=True)
+def send_system(events: list[dict[str, Any]]) -> list[str]:
+    """Send app lifecycle events (``{"name": "durable_flows/...", "data": ...}``); they
+    join the caller's transaction."""
+    return _send(events, system=True)

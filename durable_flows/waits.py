@@ -20,6 +20,8 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
+from django.db import connections
+
 from . import notify
 from .expressions import is_true
 from .models import Event, Run, RunStatus, Wait, WaitKind, WaitPath, WaitStatus
@@ -137,11 +139,13 @@ def deliver(events: list[Event], using: str, now: datetime) -> None:
     if not events:
         return
     names = {event.name for event in events}
+    found = _paths(names, using)
+    if not found:
+        return  # no wait can match: the common case, one query
     paths: dict[str, list[str]] = {}
-    for name, path in (
-        WaitPath.objects.using(using).filter(event_name__in=names).values_list("event_name", "path")
-    ):
-        paths.setdefault(name, []).append(path)
+    for name, path in found:
+        if path is not None:
+            paths.setdefault(name, []).append(path)
     keyed = [(event, event.as_dict()) for event in events]
     per_event = [_keys(payload, paths.get(event.name, [])) for event, payload in keyed]
     all_keys = set().union(*per_event)
@@ -176,6 +180,33 @@ def deliver(events: list[Event], using: str, now: datetime) -> None:
                 _cancel(wait, event, using, now)
     if woke:
         notify.work_available(using)
+
+
+def _paths(names: set[str], using: str) -> list[tuple[str, str | None]]:
+    """The match paths in use for these event names, plus ``(name, None)`` if an unkeyed
+    wait is pending on one of them; on PostgreSQL one prepared statement."""
+    if connections[using].vendor == "postgresql":
+        from .engine import sql
+
+        rows, _ = sql.execute(using, _PATHS_PG, [list(names), list(names)])
+        return rows
+    rows = list(
+        WaitPath.objects.using(using).filter(event_name__in=names).values_list("event_name", "path")
+    )
+    unkeyed = Wait.objects.using(using).filter(
+        status=WaitStatus.PENDING, event_name__in=names, match_key=""
+    )
+    return rows + [(name, None) for name in unkeyed.values_list("event_name", flat=True)[:1]]
+
+
+_PATHS_PG = f"""
+    SELECT event_name, path FROM "{WaitPath._meta.db_table}" WHERE event_name = ANY(%s)
+    UNION ALL (
+        SELECT event_name, NULL FROM "{Wait._meta.db_table}"
+        WHERE status = 'pending' AND event_name = ANY(%s) AND match_key = ''
+        LIMIT 1
+    )
+"""  # noqa: S608 - only table names are interpolated
 
 
 def _resolve(wait: Wait, event: Event, using: str, now: datetime) -> bool:

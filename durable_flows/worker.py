@@ -16,8 +16,9 @@ from django.db import DatabaseError, InterfaceError, OperationalError, connectio
 
 from . import clock, maintenance, notify
 from .conf import db_alias, flow_settings
-from .engine import flow_control, parallel, state
+from .engine import flow_control, group_commit, parallel, state
 from .engine.executor import Execution
+from .engine.group_commit import CommitGroup
 from .exceptions import LeaseLost
 from .faults import fault_point
 from .models import Run, RunStatus
@@ -31,6 +32,10 @@ log = logging.getLogger("durable_flows.worker")
 BURST_LOOKAHEAD = timedelta(seconds=2)
 # Cron ticks are started, and timeouts enforced, this often (seconds).
 MAINTENANCE_INTERVAL = 0.5
+# Group commit (engine/group_commit.py): a thread claims up to MAX_BATCH runs at
+# once while the runs it claims complete in one commit within BATCH_SECONDS.
+MAX_BATCH = 32
+BATCH_SECONDS = 0.1
 # How often a worker deletes flow-control state that has expired.
 PRUNE_INTERVAL = 300.0
 
@@ -240,29 +245,55 @@ class Worker:
             self._release_stranded()
         if self._tasks_due() and self._step_task_once():
             return True
+        limit = getattr(self._local, "batch", 1)
+        began = time.monotonic()
+        # The claim is the group's first statement: it commits with the first checkpoints.
+        group = CommitGroup(self.using, self._release_after_error)
         try:
+            group.begin()
             token, runs = state.claim(
-                self.using, self.row.pk, self.queues or None, registry.ids(), limit=1
+                self.using, self.row.pk, self.queues or None, registry.ids(), limit=limit
             )
         except DatabaseError as exc:
             log_db_error("claiming failed", exc)
+            group.abort(exc)
             self._reset_connection()
             time.sleep(min(self.poll_interval, 1.0))
             return False
+        group.token = token
         for run in runs:
             fault_point("after_claim")
-            self._execute(run, token)
+            self._execute(run, token, group)
+        try:
+            group.commit()
+        except LeaseLost as exc:
+            log.warning("%s", exc)
+        self._adapt_batch(len(runs), group.completed, time.monotonic() - began)
         return bool(runs)
 
-    def _execute(self, run: Run, token: str) -> None:
+    def _adapt_batch(self, claimed: int, grouped: int, seconds: float) -> None:
+        """Claim more runs at once while they all complete in group commits within
+        BATCH_SECONDS, fewer when they take longer, and one as soon as a run needs more
+        (so that claimed runs do not wait long behind the others)."""
+        if claimed and grouped == claimed:
+            fast = seconds < BATCH_SECONDS
+            self._local.batch = min(MAX_BATCH, claimed * 2) if fast else max(1, claimed // 2)
+        elif claimed:
+            self._local.batch = 1
+
+    def _execute(self, run: Run, token: str, group: CommitGroup) -> None:
         function = registry.get(run.function_id)
         assert function is not None  # claim only selects registered functions
+        grouped = group if group_commit.eligible(function) else None
         try:
-            Execution(run, token, function, self.using, self.stopping).execute()
+            if grouped is None:
+                group.commit()  # what is pending is not kept waiting behind this run
+            Execution(run, token, function, self.using, self.stopping, grouped).execute()
         except LeaseLost as exc:
             log.warning("run %s: lease lost (%s)", run.pk, exc)
         except Exception as exc:
             log_db_error("run %s: could not execute; releasing it", exc, run.pk)
+            group.abort(exc)
             self._reset_connection()
             self._release_after_error(run, token)
         finally:

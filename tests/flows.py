@@ -201,3 +201,44 @@ def gated(ctx: df.Context) -> str:
 
 
 from . import flows_control  # noqa: E402, F401  - flow-control test functions
+
+
+def _write_then_maybe_fail(run_id: str, fail: bool) -> str:
+    record("grouped", run_id)
+    if fail:
+        raise df.NonRetriableError("refused after writing")
+    return run_id
+
+
+@df.function(id="grouped-one-step", trigger=df.TriggerEvent(event="test/grouped"))
+def grouped_one_step(ctx: df.Context) -> str:
+    return ctx.step.run("write", _write_then_maybe_fail, ctx.run_id, ctx.event.data["fail"])
+
+
+def _seen_elsewhere(run_id: str) -> list[int]:
+    """From another database connection: are the first step's row and checkpoint committed?"""
+    import threading
+
+    from django.db import connections
+
+    from durable_flows.models import Step
+
+    seen: list[int] = []
+
+    def look() -> None:
+        try:
+            seen.append(Effect.objects.filter(key="first", run_id=run_id).count())
+            seen.append(Step.objects.filter(run_id=run_id, name="first").count())
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=look)
+    thread.start()
+    thread.join()
+    return seen
+
+
+@df.function(id="checkpoint-visible", trigger=df.TriggerEvent(event="test/visible"))
+def checkpoint_visible(ctx: df.Context) -> list[int]:
+    ctx.step.run("first", record, "first", ctx.run_id)
+    return ctx.step.run("second", _seen_elsewhere, ctx.run_id)

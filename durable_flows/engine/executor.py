@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 from django.db import transaction
@@ -32,10 +32,14 @@ from ..exceptions import (
 from ..faults import fault_point
 from ..models import Run, RunStatus, Step, StepKind, StepStatus
 from ..registry import Function
-from . import flow_control, retry, state, timeouts
+from . import flow_control, retry, sql, state, timeouts
 from .context import Context
+from .group_commit import CommitGroup
 
 log = logging.getLogger("durable_flows.worker")
+
+
+DONE = (StepStatus.COMPLETED, StepStatus.FAILED)
 
 
 class Suspended(Interrupt):
@@ -49,6 +53,10 @@ class Released(Interrupt):
 class Execution:
     """One pass of a run's function on this worker, holding its lease token."""
 
+    # Whether a new step's fence and checkpoint may be one statement (parallel step
+    # tasks fence on their task, not the run).
+    one_statement_checkpoints = True
+
     def __init__(
         self,
         run: Run,
@@ -56,8 +64,12 @@ class Execution:
         function: Function,
         using: str,
         stopping: threading.Event | None = None,
+        group: CommitGroup | None = None,
     ) -> None:
         self.run = run
+        # While set, the run's atomic steps and its completion join group commits
+        # (see engine/group_commit.py).
+        self.group = group
         self.token = token
         self.function = function
         self.using = using
@@ -91,9 +103,18 @@ class Execution:
     def execute(self) -> None:
         run, using = self.run, self.using
         try:
-            self._boundary()
-            value = self.function.fn(self.ctx)
-            output = state.encode_output(value, what="function result")
+            try:
+                self._boundary()
+                value = self.function.fn(self.ctx)
+                output = state.encode_output(value, what="function result")
+            except BaseException:
+                self._leave_group()
+                raise
+            if self._completes_in_group():
+                assert self.group is not None
+                self.group.add_completed(run, output)
+                return
+            self._leave_group()
             if self.cancel_requested:
                 raise RunCancelled()
             state.finish(
@@ -117,6 +138,22 @@ class Execution:
             self._fail(exc)
         except Exception as exc:
             self._function_error(exc)
+
+    def _leave_group(self) -> None:
+        """Commit the group, then go on alone: one commit per step, as usual."""
+        if self.group is not None:
+            group, self.group = self.group, None
+            self.cancel_requested = group.commit(leaving=self.run) or self.cancel_requested
+
+    def _completes_in_group(self) -> bool:
+        """Is completing this run only an update and its lifecycle event (no waits to
+        disarm, no parent to resume, no cancel to honour)?"""
+        return (
+            self.group is not None
+            and not self.cancel_requested
+            and not self.run.parent_run_id
+            and not self._may_have_waits()
+        )
 
     def _may_have_waits(self) -> bool:
         """Could the run have armed waits (cancel rules, wait steps) to disarm at the end?"""
@@ -182,6 +219,11 @@ class Execution:
                 f"calls it as {kind.value!r}: the function changed between executions"
             )
         self._pending_memos.discard(name)
+        if self.group is not None:
+            if kind != StepKind.RUN and not (memo and memo.status in DONE):
+                self._leave_group()
+            elif self.group.must_commit_before(self.run):
+                self.cancel_requested = self.group.commit(leaving=self.run) or self.cancel_requested
         self._intercept(name, position, memo, kind)
         return name, position, memo
 
@@ -220,20 +262,26 @@ class Execution:
             "started_at": started_at,
             "error": None,
         }
+        if self.group is not None and (not atomic or self._planning is not None):
+            self._leave_group()
+        if self.group is not None:
+            return self._grouped_step(fn, args, checkpoint)
+        # A new step's checkpoint on PostgreSQL: fence and insert in one statement.
+        fast = memo is None and self.one_statement_checkpoints and sql.is_postgres(self.using)
         try:
             if atomic:
                 with transaction.atomic(using=self.using), self._inside_step():
-                    cancel = self._fence()
+                    cancel = False if fast else self._fence()
                     output = state.encode_output(fn(*args))
                     fault_point("after_effect")
-                    step = self._save(memo, output=output, **checkpoint)
+                    cancel, step = self._record(memo, fast, cancel, output=output, **checkpoint)
             else:
                 with self._inside_step():
                     output = state.encode_output(fn(*args))
                 fault_point("after_effect")
-                with transaction.atomic(using=self.using):
-                    cancel = self._fence()
-                    step = self._save(memo, output=output, **checkpoint)
+                with nullcontext() if fast else transaction.atomic(using=self.using):
+                    cancel = False if fast else self._fence()
+                    cancel, step = self._record(memo, fast, cancel, output=output, **checkpoint)
             fault_point("after_checkpoint")
         except Interrupt:
             raise
@@ -243,6 +291,26 @@ class Execution:
             self.ctx.attempt = self.run.attempt
         self.cancel_requested = self.cancel_requested or cancel
         self.memos[name] = step
+        return output
+
+    def _grouped_step(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], checkpoint: dict[str, Any]
+    ) -> Any:
+        """An atomic step inside the group's transaction: its checkpoint is written when
+        the group commits (with the run's completion, if the run ends after it)."""
+        assert self.group is not None
+        try:
+            with self.group.step(), self._inside_step():
+                output = state.encode_output(fn(*args))
+        except Interrupt:
+            raise
+        except Exception as exc:
+            self._leave_group()
+            return self._step_failed(exc, None, checkpoint)
+        fault_point("after_effect")
+        step = Step(run=self.run, output=output, ended_at=clock.now(), **checkpoint)
+        self.group.add_step(self.run, step)
+        self.memos[step.name] = step
         return output
 
     # --- hooks that parallel step tasks (engine/parallel.py) override -----------
@@ -259,12 +327,23 @@ class Execution:
     def _fence(self) -> bool:
         return state.fence(self.run, self.token, self.using)
 
+    def _record(
+        self, memo: Step | None, fast: bool, cancel: bool, **fields: Any
+    ) -> tuple[bool, Step]:
+        """Write a step's checkpoint; ``fast``: fencing too, in the same statement."""
+        if fast:
+            return state.checkpoint(
+                self.run, self.token, self.using, ended_at=clock.now(), **fields
+            )
+        return cancel, self._save(memo, **fields)
+
     def _retry_later(self, when: Any) -> None:
         state.release(self.run, self.token, self.using, when)
 
     def parallel(self, callables: Any) -> tuple[Any, ...]:
         from .parallel import run_group
 
+        self._leave_group()
         return run_group(self, callables)
 
     def _save(self, memo: Step | None, **fields: Any) -> Step:

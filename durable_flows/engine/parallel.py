@@ -39,11 +39,9 @@ from ..flow_models import StepTaskStatus
 from ..models import Run, RunStatus, Step, StepKind, StepStatus, StepTask, new_id
 from ..registry import Function
 from . import flow_control, state
-from .executor import Execution, Released, Suspended
+from .executor import DONE, Execution, Released, Suspended
 
 log = logging.getLogger("durable_flows.worker")
-
-DONE = (StepStatus.COMPLETED, StepStatus.FAILED)
 
 
 class Planned(Interrupt):
@@ -238,6 +236,8 @@ def release_task(task: StepTask, token: str, using: str) -> None:
 
 class TaskExecution(Execution):
     """Replay a parked run's function to execute exactly one planned step."""
+
+    one_statement_checkpoints = False
 
     def __init__(
         self, task: StepTask, token: str, function: Function, using: str, stopping: Any = None

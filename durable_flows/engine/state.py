@@ -11,15 +11,15 @@ from datetime import datetime
 from typing import Any
 
 from django.db import IntegrityError, connections, transaction
-from django.db.models import Value
+from django.db.models import Case, JSONField, Value, When
 from django.db.models.functions import Coalesce
 
 from .. import clock, notify, waits
 from ..conf import flow_settings
-from ..events import json_bytes, send_system
+from ..events import events_stored, json_bytes, send_system
 from ..exceptions import LeaseLost, StepOutputError
-from ..models import Run, RunStatus, Step, StepStatus, new_id
-from . import flow_control
+from ..models import Event, Run, RunStatus, Step, StepStatus, new_id
+from . import flow_control, sql
 
 FINISHED_EVENT = "durable_flows/function.finished"
 FAILED_EVENT = "durable_flows/function.failed"
@@ -93,16 +93,20 @@ def _claim_pg(
     function_ids: list[str],
     limit: int,
 ) -> list[Run]:
-    """PostgreSQL: pick (SKIP LOCKED) and lease in one statement, then load the runs.
+    """PostgreSQL: pick (SKIP LOCKED), lease, and read the runs with their events, in one
+    prepared statement.
 
-    The WHERE clause is ``RunQuerySet.claimable()``'s, written out so that the pick
-    and the lease are one round trip; the partial index df_run_claimable serves it.
+    The WHERE clause is ``RunQuerySet.claimable()``'s, written out; the partial
+    index df_run_claimable serves it.
     """
     if not function_ids:
         return []
-    table = connections[using].ops.quote_name(Run._meta.db_table)
+    ops = connections[using].ops
+    table, event_table = ops.quote_name(Run._meta.db_table), ops.quote_name(Event._meta.db_table)
+    run_names, run_columns = sql.columns(Run, "leased.")
+    event_names, event_columns = sql.columns(Event, "e.")
     queue_clause = "AND queue = ANY(%s)" if queues else ""
-    sql = f"""
+    statement = f"""
         WITH picked AS (
             SELECT id, started_at IS NULL AS fresh FROM {table}
             WHERE status IN ('queued', 'waiting') AND available_at <= %s
@@ -110,30 +114,30 @@ def _claim_pg(
             ORDER BY priority DESC, available_at, id
             LIMIT %s
             FOR UPDATE SKIP LOCKED
+        ), leased AS (
+            UPDATE {table} AS run
+            SET status = 'running', lease_owner = %s, lease_token = %s, updated_at = %s,
+                started_at = COALESCE(run.started_at, %s)
+            FROM picked WHERE run.id = picked.id
+            RETURNING run.*, picked.fresh
         )
-        UPDATE {table} AS run
-        SET status = 'running', lease_owner = %s, lease_token = %s, updated_at = %s,
-            started_at = COALESCE(run.started_at, %s)
-        FROM picked WHERE run.id = picked.id
-        RETURNING run.id, picked.fresh
-    """  # noqa: S608 - only the table name is interpolated
+        SELECT leased.fresh, {run_columns}, {event_columns}
+        FROM leased LEFT JOIN {event_table} AS e ON e.id = leased.event_id
+        ORDER BY leased.priority DESC, leased.available_at, leased.id
+    """  # noqa: S608 - only table and column names are interpolated
     params: list[Any] = [now, list(function_ids)]
     if queues:
         params.append(list(queues))
     params += [limit, worker_id, token, now, now]
-    with connections[using].cursor() as cursor:
-        cursor.execute(sql, params)
-        fresh = dict(cursor.fetchall())
-    if not fresh:
-        return []
-    runs = list(
-        Run.objects.using(using)
-        .filter(id__in=list(fresh))
-        .select_related("event")
-        .order_by("-priority", "available_at", "id")
-    )
-    for run in runs:
-        run.fresh = fresh[run.pk]
+    rows, _ = sql.execute(using, statement, params)
+    runs = []
+    split = 1 + len(run_names)
+    for row in rows:
+        run = sql.instance(Run, using, run_names, row[1:split])
+        run.fresh = row[0]
+        if run.event_id is not None:
+            run._state.fields_cache["event"] = sql.instance(Event, using, event_names, row[split:])
+        runs.append(run)
     return runs
 
 
@@ -165,19 +169,70 @@ def fence(run: Run, token: str, using: str) -> bool:
 
     Returns whether a cancel has been requested. Raises ``LeaseLost`` otherwise.
     """
-    table = Run._meta.db_table
-    connection = connections[using]
-    now = connection.ops.adapt_datetimefield_value(clock.now())
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {connection.ops.quote_name(table)} SET updated_at = %s "  # noqa: S608
-            "WHERE id = %s AND lease_token = %s AND status = %s RETURNING cancel_requested",
-            [now, run.pk, token, RunStatus.RUNNING.value],
-        )
-        row = cursor.fetchone()
+    if sql.is_postgres(using):
+        rows, _ = sql.execute(using, _FENCE_PG, [run.pk, token])
+        row = rows[0] if rows else None
+    else:
+        # SQLite: a write, so that the transaction holds the write lock from here on.
+        connection = connections[using]
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {connection.ops.quote_name(Run._meta.db_table)} "  # noqa: S608
+                "SET updated_at = %s WHERE id = %s AND lease_token = %s AND status = %s "
+                "RETURNING cancel_requested",
+                [
+                    connection.ops.adapt_datetimefield_value(clock.now()),
+                    run.pk,
+                    token,
+                    RunStatus.RUNNING.value,
+                ],
+            )
+            row = cursor.fetchone()
     if row is None:
         raise LeaseLost(f"run {run.pk} is no longer leased to this worker")
     return bool(row[0])
+
+
+# A row lock, not an update: no new row version, so no index entries to write.
+_FENCE_PG = f"""
+    SELECT cancel_requested FROM "{Run._meta.db_table}"
+    WHERE id = %s AND lease_token = %s AND status = 'running'
+    FOR NO KEY UPDATE
+"""  # noqa: S608 - only the table name is interpolated
+
+
+def checkpoint(run: Run, token: str, using: str, **fields: Any) -> tuple[bool, Step]:
+    """PostgreSQL: prove the lease and insert a new step's checkpoint in one prepared
+    statement. Returns (cancel requested?, the step). Raises ``LeaseLost`` otherwise."""
+    ops = connections[using].ops
+    step_table = ops.quote_name(Step._meta.db_table)
+    names = list(fields)
+    columns = ", ".join(ops.quote_name(_step_column(name)) for name in names)
+    values = ", ".join("%s" for _ in names)
+    statement = f"""
+        WITH fence AS ({_FENCE_PG})
+        INSERT INTO {step_table} (run_id, {columns})
+        SELECT %s, {values} FROM fence
+        RETURNING id, (SELECT cancel_requested FROM fence)
+    """  # noqa: S608 - only table and column names are interpolated
+    params = [run.pk, token, run.pk]
+    params += [
+        sql.jsonb(fields[name]) if name in ("output", "error") else fields[name] for name in names
+    ]
+    try:
+        rows, _ = sql.execute(using, statement, params)
+    except IntegrityError:
+        raise LeaseLost(f"step {fields.get('name')!r} of run {run.pk} was recorded elsewhere")
+    if not rows:
+        raise LeaseLost(f"run {run.pk} is no longer leased to this worker")
+    step_id, cancel = rows[0]
+    step = Step(id=step_id, run=run, **fields)
+    step._state.adding, step._state.db = False, using
+    return bool(cancel), step
+
+
+def _step_column(attname: str) -> str:
+    return next(f.column for f in Step._meta.concrete_fields if f.attname == attname)
 
 
 def save_step(using: str, run: Run, existing: Step | None, **fields: Any) -> Step:
@@ -194,6 +249,14 @@ def save_step(using: str, run: Run, existing: Step | None, **fields: Any) -> Ste
     except IntegrityError:
         raise LeaseLost(f"step {fields.get('name')!r} of run {run.pk} was recorded elsewhere")
     return step
+
+
+def save_steps(using: str, steps: list[Step]) -> None:
+    """Insert new checkpoints in one statement (inside the caller's transaction)."""
+    try:
+        Step.objects.using(using).bulk_create(steps)
+    except IntegrityError:
+        raise LeaseLost("a step was recorded elsewhere") from None
 
 
 def release(run: Run, token: str, using: str, available_at: datetime, **fields: Any) -> None:
@@ -250,7 +313,7 @@ def cancel(run_id: str, using: str, *, error: dict[str, Any] | None = None) -> s
         if stopped:
             run = Run.objects.using(using).get(pk=run_id)
             waits.close(run, using, now)
-            send_system(CANCELLED_EVENT, _lifecycle_data(run))
+            send_system(_lifecycle_events(run))
             return "cancelled"
         # A running run keeps the reason until its executor stops it between steps.
         reason = {"error": error} if error else {}
@@ -342,16 +405,143 @@ def finish(
         run.status, run.output, run.error, run.ended_at = status, output, error, now
         if close_waits or run.parent_run_id:
             waits.close(run, using, now)
-        data = _lifecycle_data(run)
-        # As Inngest: "finished" for every completed or failed run, plus "failed"
-        # or "cancelled" for those outcomes.
-        if status == RunStatus.COMPLETED:
-            send_system(FINISHED_EVENT, {**data, "output": output})
-        elif status == RunStatus.FAILED:
-            send_system(FINISHED_EVENT, {**data, "error": error})
-            send_system(FAILED_EVENT, {**data, "error": error})
-        else:
-            send_system(CANCELLED_EVENT, data)
+        send_system(_lifecycle_events(run))
+
+
+def complete_many(
+    completed: list[tuple[Run, Any]], steps: list[Step], token: str, using: str
+) -> None:
+    """Complete runs leased with ``token``, insert their last checkpoints (``steps``) and
+    their lifecycle events; inside the caller's transaction (a group commit).
+
+    For runs with no waits to disarm and no parent to resume. On PostgreSQL the
+    three writes are one prepared statement, whatever the number of runs.
+    """
+    now = clock.now()
+    ts = int(now.timestamp() * 1000)
+    rows = []
+    for run, output in completed:
+        run.status, run.output, run.ended_at = RunStatus.COMPLETED, output, now
+        rows += [
+            Event(id=new_id(), name=e["name"], data=e["data"], ts=ts, received_at=now)
+            for e in _lifecycle_events(run)
+        ]
+    write = _complete_pg if sql.is_postgres(using) else _complete_orm
+    updated = write(completed, steps, rows, token, using, now)
+    if updated != len(completed):
+        raise LeaseLost(f"{len(completed) - updated} run(s) are no longer leased to this worker")
+    events_stored(rows, using, now)
+
+
+def _complete_orm(
+    completed: list[tuple[Run, Any]],
+    steps: list[Step],
+    rows: list[Event],
+    token: str,
+    using: str,
+    now: datetime,
+) -> int:
+    outputs = Case(
+        *[When(pk=r.pk, then=Value(output, output_field=JSONField())) for r, output in completed],
+        output_field=JSONField(),
+    )
+    updated = (
+        Run.objects.using(using)
+        .filter(pk__in=[run.pk for run, _ in completed], lease_token=token)
+        .filter(status=RunStatus.RUNNING)
+        .update(
+            status=RunStatus.COMPLETED,
+            output=outputs,
+            ended_at=now,
+            updated_at=now,
+            lease_owner=None,
+            lease_token=None,
+            available_at=None,
+        )
+    )
+    if steps:
+        save_steps(using, steps)
+    Event.objects.using(using).bulk_create(rows)
+    return updated
+
+
+def _complete_pg(
+    completed: list[tuple[Run, Any]],
+    steps: list[Step],
+    rows: list[Event],
+    token: str,
+    using: str,
+    now: datetime,
+) -> int:
+    def column(name: str) -> list[Any]:
+        return [getattr(step, name) for step in steps]
+
+    params: list[Any] = [
+        now,
+        now,
+        [run.pk for run, _ in completed],
+        [sql.json_text(output) for _, output in completed],
+        token,
+        column("run_id"),
+        column("name"),
+        column("kind"),
+        column("status"),
+        column("position"),
+        [sql.json_text(step.output) for step in steps],
+        [sql.json_text(step.error) for step in steps],
+        column("attempts"),
+        column("started_at"),
+        column("ended_at"),
+        now,
+        [row.id for row in rows],
+        [row.name for row in rows],
+        [sql.json_text(row.data) for row in rows],
+        [row.ts for row in rows],
+    ]
+    try:
+        result, _ = sql.execute(using, _COMPLETE_PG, params)
+    except IntegrityError:
+        raise LeaseLost("a step was recorded elsewhere") from None
+    for row in rows:
+        row._state.adding, row._state.db = False, using
+    return result[0][0]
+
+
+_COMPLETE_PG = f"""
+    WITH done AS (
+        UPDATE "{Run._meta.db_table}" AS run
+        SET status = 'completed', output = v.output, ended_at = %s, updated_at = %s,
+            lease_owner = NULL, lease_token = NULL, available_at = NULL
+        FROM unnest(%s::varchar[], %s::jsonb[]) AS v(id, output)
+        WHERE run.id = v.id AND run.lease_token = %s AND run.status = 'running'
+        RETURNING run.id
+    ), checkpoints AS (
+        INSERT INTO "{Step._meta.db_table}"
+            (run_id, name, kind, status, position, output, error, attempts, started_at, ended_at)
+        SELECT * FROM unnest(
+            %s::varchar[], %s::varchar[], %s::varchar[], %s::varchar[], %s::int[],
+            %s::jsonb[], %s::jsonb[], %s::int[], %s::timestamptz[], %s::timestamptz[]
+        )
+    ), lifecycle AS (
+        INSERT INTO "{Event._meta.db_table}" (received_at, id, name, data, ts)
+        SELECT %s, * FROM unnest(%s::varchar[], %s::varchar[], %s::jsonb[], %s::bigint[])
+    )
+    SELECT count(*) FROM done
+"""  # noqa: S608 - only table names are interpolated
+
+
+def _lifecycle_events(run: Run) -> list[dict[str, Any]]:
+    """As Inngest: "finished" for every completed or failed run, plus "failed" or
+    "cancelled" for those outcomes."""
+    data = _lifecycle_data(run)
+    if run.status == RunStatus.COMPLETED:
+        return [{"name": FINISHED_EVENT, "data": {**data, "output": run.output}}]
+    if run.status == RunStatus.FAILED:
+        return [
+            {"name": FINISHED_EVENT, "data": {**data, "error": run.error}},
+            {"name": FAILED_EVENT, "data": {**data, "error": run.error}},
+        ]
+    return [{"name": CANCELLED_EVENT, "data": data}]
 
 
 def cancelled_error() -> dict[str, Any]:

@@ -1,0 +1,205 @@
+"""Group commit: checkpoints and completions wait for the next commit, shared.
+
+A worker executes the runs it claims one after another inside one transaction
+(the claim included). A step's checkpoint is not committed at once: it waits
+until the same run reaches its next step (so all the run did is durable before
+more of its steps run), or the run completes. Completed runs are written
+together (a few multi-row statements, fenced on the lease token) with the next
+commit. So a batch of single-step runs costs one commit, and a run of N steps
+N commits, its claim and completion included.
+
+The guarantees are those of one commit per step: an atomic step's writes and its
+checkpoint commit together or not at all; a crash before a commit rolls back
+everything in it, and those runs execute again, exactly as after a crash before
+a step's own commit. Pending work waits at most ``MAX_PENDING_SECONDS`` before
+another step starts (it may wait longer behind one slow step).
+
+A run that does anything else (a sleep, a non-atomic step, an error...) commits
+the group first and goes on as usual, one transaction per step.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from django.db import DatabaseError, connections, transaction
+
+from ..exceptions import LeaseLost
+from ..faults import fault_point
+from ..models import Run, Step
+from ..registry import Function
+from . import sql, state
+
+_SAVEPOINT = "df_group_step"
+MAX_PENDING_SECONDS = 0.05
+
+
+def eligible(function: Function) -> bool:
+    """Can this function's runs execute inside a group? Not when their steps must check
+    a timeout or their start must load a batch of events."""
+    return function.timeouts is None and function.batch_events is None
+
+
+class CommitGroup:
+    """Pending checkpoints and completions of the runs executed since the last commit."""
+
+    def __init__(self, using: str, on_failure: Callable[[Run, str], None]) -> None:
+        self.using = using
+        self.token = ""  # the lease token of the claim made inside the group
+        self.on_failure = on_failure  # hands back a run whose pending work was rolled back
+        self._atomic: Any = None
+        self._steps: list[Step] = []
+        self._completed: list[tuple[Run, Any]] = []
+        self._pending: dict[str, Run] = {}
+        self._since = 0.0
+        self.completed = 0  # runs completed through the group, in all its commits
+
+    def begin(self) -> None:
+        if self._atomic is None:
+            self._atomic = transaction.atomic(using=self.using)
+            self._atomic.__enter__()
+            self._since = time.monotonic()
+
+    def must_commit_before(self, run: Run) -> bool:
+        """Before ``run`` reaches a step: has it work pending, or has the group waited enough?"""
+        return self._atomic is not None and (
+            run.pk in self._pending or time.monotonic() - self._since > MAX_PENDING_SECONDS
+        )
+
+    @contextmanager
+    def step(self) -> Iterator[None]:
+        """Run a step's function inside the group's transaction.
+
+        A savepoint is made only when the function touches the database (before
+        its first statement), so that a failing step undoes its own writes and
+        nothing of the other runs; a step that writes nothing costs no round trip.
+        """
+        self.begin()
+        connection = connections[self.using]
+        made = False
+
+        def savepoint_first(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+            nonlocal made
+            if not made:
+                made = True
+                _raw(connection, f"SAVEPOINT {_SAVEPOINT}")
+            return execute(sql, params, many, context)
+
+        try:
+            with connection.execute_wrapper(savepoint_first):
+                yield
+        except BaseException:
+            if made:
+                _raw(connection, f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
+                _raw(connection, f"RELEASE SAVEPOINT {_SAVEPOINT}")
+                transaction.set_rollback(False, using=self.using)
+            raise
+        if made:
+            _raw(connection, f"RELEASE SAVEPOINT {_SAVEPOINT}")
+
+    def add_step(self, run: Run, step: Step) -> None:
+        self._steps.append(step)
+        self._pending[run.pk] = run
+
+    def add_completed(self, run: Run, output: Any) -> None:
+        self._completed.append((run, output))
+        self._pending[run.pk] = run
+
+    def commit(self, leaving: Run | None = None) -> bool:
+        """Write what is pending and commit. ``leaving``: the run about to go on (its next
+        step, or outside the group); returns whether a cancel was requested for it.
+
+        If the commit fails, everything in it was rolled back: its runs (and
+        ``leaving``) are handed back to execute again, and ``LeaseLost`` is raised.
+        """
+        if self._atomic is None:
+            return False
+        atomic, self._atomic = self._atomic, None
+        steps, self._steps = self._steps, []
+        completed, self._completed = self._completed, []
+        pending, self._pending = self._pending, {}
+        cancel = False
+        try:
+            if not completed and len(steps) == 1 and self._nothing_sent():
+                # One run, one step, and no statement yet (its step wrote nothing):
+                # the checkpoint is one statement, its own transaction.
+                atomic.__exit__(None, None, None)  # nothing to commit: no round trip
+                cancel = self._write(leaving, steps, completed)
+            else:
+                try:
+                    cancel = self._write(leaving, steps, completed)
+                except BaseException as exc:
+                    atomic.__exit__(type(exc), exc, exc.__traceback__)
+                    raise
+                atomic.__exit__(None, None, None)
+        except (DatabaseError, LeaseLost) as exc:
+            if leaving is not None:
+                pending[leaving.pk] = leaving
+            for run in pending.values():
+                self.on_failure(run, self.token)
+            raise LeaseLost(f"a group commit failed and was rolled back: {exc}") from exc
+        if steps:
+            fault_point("after_checkpoint")
+        self.completed += len(completed)
+        return cancel
+
+    def _nothing_sent(self) -> bool:
+        """PostgreSQL: has the transaction not begun on the server yet?"""
+        if not sql.is_postgres(self.using):
+            return False
+        from psycopg.pq import TransactionStatus
+
+        raw = connections[self.using].connection
+        return raw is not None and raw.info.transaction_status == TransactionStatus.IDLE
+
+    def _write(self, leaving: Run | None, steps: list[Step], completed: list[Any]) -> bool:
+        """Fence the runs that go on (their pending step written by the same statement,
+        on PostgreSQL), then complete the others with their steps and lifecycle events."""
+        cancel = False
+        done = {run.pk for run, _ in completed}
+        going_on = {step.run_id: step.run for step in steps if step.run_id not in done}
+        for run in going_on.values():
+            flag, steps = self._fence(run, steps)
+            if leaving is not None and run.pk == leaving.pk:
+                cancel = flag
+        if completed:
+            state.complete_many(completed, steps, self.token, self.using)
+        elif steps:
+            state.save_steps(self.using, steps)
+        return cancel
+
+    def _fence(self, run: Run, steps: list[Step]) -> tuple[bool, list[Step]]:
+        """Prove the lease of a run that goes on; returns (cancel requested?, steps left to
+        write). Its one pending step, the usual case, is written by the same statement."""
+        own = [step for step in steps if step.run_id == run.pk]
+        if len(own) == 1 and sql.is_postgres(self.using):
+            step = own[0]
+            fields = {f.attname: getattr(step, f.attname) for f in Step._meta.concrete_fields}
+            for key in ("id", "run_id"):
+                fields.pop(key)
+            cancel, written = state.checkpoint(run, self.token, self.using, **fields)
+            step.pk, step._state.adding, step._state.db = written.pk, False, self.using
+            return cancel, [other for other in steps if other is not step]
+        return state.fence(run, self.token, self.using), steps
+
+    def abort(self, exc: BaseException) -> None:
+        """Roll back what is pending (an unexpected error) and hand its runs back."""
+        if self._atomic is None:
+            return
+        atomic, self._atomic = self._atomic, None
+        pending, self._pending = self._pending, {}
+        self._steps, self._completed = [], []
+        try:
+            atomic.__exit__(type(exc), exc, exc.__traceback__)
+        except DatabaseError:
+            pass  # the connection is gone: the database rolled back by itself
+        for run in pending.values():
+            self.on_failure(run, self.token)
+
+
+def _raw(connection: Any, sql: str) -> None:
+    """A statement on the driver's connection, beside Django's cursors (and their wrappers)."""
+    connection.connection.execute(sql)

@@ -1,0 +1,76 @@
+"""The engine's hottest statements on PostgreSQL, written out and prepared.
+
+The ORM builds every statement anew, and with Django's client-side binding the
+server parses and plans it anew too: on the runs table, with its many partial
+indexes, planning costs about as much as executing. The statements here run on
+the same connection (so in the same transaction as the code around them) through
+a psycopg cursor with server-side binding, prepared on first use and reused for
+the life of the connection.
+
+``DURABLE_FLOWS["PREPARED_STATEMENTS"] = False`` sends them unprepared, for a
+connection pooler that cannot keep prepared statements (PgBouncer before 1.21
+in transaction mode).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from django.db import connections
+
+from ..conf import flow_settings
+
+
+def is_postgres(using: str) -> bool:
+    return connections[using].vendor == "postgresql"
+
+
+def execute(using: str, sql: str, params: Sequence[Any] = ()) -> tuple[list[tuple[Any, ...]], int]:
+    """Run ``sql`` (``%s`` placeholders) and return (rows, rowcount); errors are Django's."""
+    import psycopg
+
+    connection = connections[using]
+    connection.ensure_connection()
+    with connection.wrap_database_errors:
+        cursor = psycopg.Cursor(connection.connection)
+        try:
+            cursor.execute(sql, params, prepare=bool(flow_settings.PREPARED_STATEMENTS))
+            rows = cursor.fetchall() if cursor.description else []
+            return rows, cursor.rowcount
+        finally:
+            cursor.close()
+
+
+def jsonb(value: Any) -> Any:
+    """A parameter for a jsonb column (None stays SQL NULL, as the ORM stores it)."""
+    from psycopg.types.json import Jsonb
+
+    return None if value is None else Jsonb(value)
+
+
+def json_text(value: Any) -> str | None:
+    """A member of a ``jsonb[]`` array parameter (None stays SQL NULL)."""
+    return None if value is None else json.dumps(value, separators=(",", ":"))
+
+
+def loads(value: Any) -> Any:
+    """A jsonb value as read back (Django's connections load jsonb as text)."""
+    return json.loads(value) if isinstance(value, str | bytes) else value
+
+
+def columns(model: Any, prefix: str = "") -> tuple[list[str], str]:
+    """The attribute names of ``model``'s concrete fields, and its columns for a SELECT."""
+    fields = model._meta.concrete_fields
+    quote = connections["default"].ops.quote_name
+    return [f.attname for f in fields], ", ".join(prefix + quote(f.column) for f in fields)
+
+
+def instance(model: Any, using: str, names: list[str], values: Sequence[Any]) -> Any:
+    """A model instance from a row selected with ``columns()`` (JSON fields decoded)."""
+    decoded = [
+        loads(value) if field.get_internal_type() == "JSONField" else value
+        for field, value in zip(model._meta.concrete_fields, values, strict=True)
+    ]
+    return model.from_db(using, names, decoded)
