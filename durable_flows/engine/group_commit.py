@@ -20,6 +20,7 @@ the group first and goes on as usual, one transaction per step.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,11 +28,15 @@ from typing import Any
 
 from django.db import DatabaseError, connections, transaction
 
+from .. import clock
+from ..events import events_stored
 from ..exceptions import LeaseLost
 from ..faults import fault_point
 from ..models import Run, Step
-from ..registry import Function
+from ..registry import Function, registry
 from . import sql, state
+
+log = logging.getLogger("durable_flows.worker")
 
 _SAVEPOINT = "df_group_step"
 MAX_PENDING_SECONDS = 0.05
@@ -121,30 +126,96 @@ class CommitGroup:
         steps, self._steps = self._steps, []
         completed, self._completed = self._completed, []
         pending, self._pending = self._pending, {}
-        cancel = False
+        done = {run.pk for run, _ in completed}
+        going_on = list({s.run_id: s.run for s in steps if s.run_id not in done}.values())
         try:
+            if not steps and not completed:
+                atomic.__exit__(None, None, None)  # the claim alone, or nothing
+                return False
             if not completed and len(steps) == 1 and self._nothing_sent():
-                # One run, one step, and no statement yet (its step wrote nothing):
-                # the checkpoint is one statement, its own transaction.
-                atomic.__exit__(None, None, None)  # nothing to commit: no round trip
-                cancel = self._write(leaving, steps, completed)
+                written = self._checkpoint(atomic, going_on[0], steps[0])
+            elif completed and sql.is_postgres(self.using):
+                written = self._commit_pg(atomic, going_on, completed, steps)
             else:
-                try:
-                    cancel = self._write(leaving, steps, completed)
-                except BaseException as exc:
-                    atomic.__exit__(type(exc), exc, exc.__traceback__)
-                    raise
-                atomic.__exit__(None, None, None)
+                written = self._commit_orm(atomic, going_on, completed, steps)
         except (DatabaseError, LeaseLost) as exc:
             if leaving is not None:
                 pending[leaving.pk] = leaving
             for run in pending.values():
                 self.on_failure(run, self.token)
             raise LeaseLost(f"a group commit failed and was rolled back: {exc}") from exc
-        if steps:
-            fault_point("after_checkpoint")
-        self.completed += len(completed)
-        return cancel
+        fault_point("after_checkpoint")
+        self.completed += len(written.done)
+        if len(written.done) < len(completed):
+            log.warning(
+                "%d run(s) completed here had been taken over", len(completed) - len(written.done)
+            )
+        if leaving is None or leaving.pk not in {run.pk for run in going_on}:
+            return False
+        if leaving.pk not in written.fenced:
+            raise LeaseLost(f"run {leaving.pk} is no longer leased to this worker")
+        return leaving.pk in written.cancel
+
+    def _checkpoint(self, atomic: Any, run: Run, step: Step) -> state.GroupWrite:
+        """One run's one step, and no statement sent yet (the step wrote nothing): fence and
+        checkpoint are one statement, its own transaction."""
+        atomic.__exit__(None, None, None)  # nothing to commit: no round trip
+        fields = {f.attname: getattr(step, f.attname) for f in Step._meta.concrete_fields}
+        for key in ("id", "run_id"):
+            fields.pop(key)
+        try:
+            cancel, written = state.checkpoint(run, self.token, self.using, **fields)
+        except LeaseLost:
+            return state.GroupWrite(True, False, set(), set(), set())
+        step.pk, step._state.adding, step._state.db = written.pk, False, self.using
+        return state.GroupWrite(True, False, set(), {run.pk}, {run.pk} if cancel else set())
+
+    def _commit_pg(
+        self, atomic: Any, going_on: list[Run], completed: list[Any], steps: list[Step]
+    ) -> state.GroupWrite:
+        """One statement. When the transaction has not begun on the server (the steps
+        wrote nothing) and the lifecycle events start no runs, it is its own transaction."""
+        now = clock.now()
+        rows = state.lifecycle_rows(completed, now)
+        starts_runs = any(registry.matching(row.as_dict()) for row in rows)
+        args = (going_on, completed, steps, rows, self.token, self.using, now)
+        if self._nothing_sent() and not starts_runs:
+            atomic.__exit__(None, None, None)  # nothing to commit: no round trip
+            written = state.write_group(*args, guarded=True)
+            if written.written:
+                return written
+            # Waits on lifecycle events may exist: resolve them in the same transaction.
+            atomic = transaction.atomic(using=self.using)
+            atomic.__enter__()
+        try:
+            written = state.write_group(*args, guarded=False)
+            if written.watched or starts_runs:
+                events_stored(
+                    [r for r in rows if r.data["run_id"] in written.done], self.using, now
+                )
+        except BaseException as exc:
+            atomic.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        atomic.__exit__(None, None, None)
+        return written
+
+    def _commit_orm(
+        self, atomic: Any, going_on: list[Run], completed: list[Any], steps: list[Step]
+    ) -> state.GroupWrite:
+        """Fence the runs that go on and complete the others, in the transaction (SQLite,
+        and PostgreSQL when no run completes)."""
+        try:
+            cancel = {run.pk for run in going_on if state.fence(run, self.token, self.using)}
+            if completed:
+                state.complete_many(completed, steps, self.token, self.using)
+            else:
+                state.save_steps(self.using, steps)
+        except BaseException as exc:
+            atomic.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        atomic.__exit__(None, None, None)
+        done = {run.pk for run, _ in completed}
+        return state.GroupWrite(True, False, done, {run.pk for run in going_on}, cancel)
 
     def _nothing_sent(self) -> bool:
         """PostgreSQL: has the transaction not begun on the server yet?"""
@@ -154,36 +225,6 @@ class CommitGroup:
 
         raw = connections[self.using].connection
         return raw is not None and raw.info.transaction_status == TransactionStatus.IDLE
-
-    def _write(self, leaving: Run | None, steps: list[Step], completed: list[Any]) -> bool:
-        """Fence the runs that go on (their pending step written by the same statement,
-        on PostgreSQL), then complete the others with their steps and lifecycle events."""
-        cancel = False
-        done = {run.pk for run, _ in completed}
-        going_on = {step.run_id: step.run for step in steps if step.run_id not in done}
-        for run in going_on.values():
-            flag, steps = self._fence(run, steps)
-            if leaving is not None and run.pk == leaving.pk:
-                cancel = flag
-        if completed:
-            state.complete_many(completed, steps, self.token, self.using)
-        elif steps:
-            state.save_steps(self.using, steps)
-        return cancel
-
-    def _fence(self, run: Run, steps: list[Step]) -> tuple[bool, list[Step]]:
-        """Prove the lease of a run that goes on; returns (cancel requested?, steps left to
-        write). Its one pending step, the usual case, is written by the same statement."""
-        own = [step for step in steps if step.run_id == run.pk]
-        if len(own) == 1 and sql.is_postgres(self.using):
-            step = own[0]
-            fields = {f.attname: getattr(step, f.attname) for f in Step._meta.concrete_fields}
-            for key in ("id", "run_id"):
-                fields.pop(key)
-            cancel, written = state.checkpoint(run, self.token, self.using, **fields)
-            step.pk, step._state.adding, step._state.db = written.pk, False, self.using
-            return cancel, [other for other in steps if other is not step]
-        return state.fence(run, self.token, self.using), steps
 
     def abort(self, exc: BaseException) -> None:
         """Roll back what is pending (an unexpected error) and hand its runs back."""

@@ -7,6 +7,7 @@ updated means someone else moved the run first, and raises ``LeaseLost``.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -18,7 +19,7 @@ from .. import clock, notify, waits
 from ..conf import flow_settings
 from ..events import events_stored, json_bytes, send_system
 from ..exceptions import LeaseLost, StepOutputError
-from ..models import Event, Run, RunStatus, Step, StepStatus, new_id
+from ..models import Event, Run, RunStatus, Step, StepStatus, Wait, WaitPath, new_id
 from . import flow_control, sql
 
 FINISHED_EVENT = "durable_flows/function.finished"
@@ -408,16 +409,8 @@ def finish(
         send_system(_lifecycle_events(run))
 
 
-def complete_many(
-    completed: list[tuple[Run, Any]], steps: list[Step], token: str, using: str
-) -> None:
-    """Complete runs leased with ``token``, insert their last checkpoints (``steps``) and
-    their lifecycle events; inside the caller's transaction (a group commit).
-
-    For runs with no waits to disarm and no parent to resume. On PostgreSQL the
-    three writes are one prepared statement, whatever the number of runs.
-    """
-    now = clock.now()
+def lifecycle_rows(completed: list[tuple[Run, Any]], now: datetime) -> list[Event]:
+    """Mark runs completed (in memory) and build their lifecycle events, unsaved."""
     ts = int(now.timestamp() * 1000)
     rows = []
     for run, output in completed:
@@ -426,21 +419,17 @@ def complete_many(
             Event(id=new_id(), name=e["name"], data=e["data"], ts=ts, received_at=now)
             for e in _lifecycle_events(run)
         ]
-    write = _complete_pg if sql.is_postgres(using) else _complete_orm
-    updated = write(completed, steps, rows, token, using, now)
-    if updated != len(completed):
-        raise LeaseLost(f"{len(completed) - updated} run(s) are no longer leased to this worker")
-    events_stored(rows, using, now)
+    return rows
 
 
-def _complete_orm(
-    completed: list[tuple[Run, Any]],
-    steps: list[Step],
-    rows: list[Event],
-    token: str,
-    using: str,
-    now: datetime,
-) -> int:
+def complete_many(
+    completed: list[tuple[Run, Any]], steps: list[Step], token: str, using: str
+) -> None:
+    """Complete runs leased with ``token``, insert their last checkpoints (``steps``) and
+    their lifecycle events, inside the caller's transaction (a group commit on SQLite;
+    PostgreSQL uses ``write_group``). For runs with no waits to disarm and no parent."""
+    now = clock.now()
+    rows = lifecycle_rows(completed, now)
     outputs = Case(
         *[When(pk=r.pk, then=Value(output, output_field=JSONField())) for r, output in completed],
         output_field=JSONField(),
@@ -459,24 +448,52 @@ def _complete_orm(
             available_at=None,
         )
     )
+    if updated != len(completed):
+        raise LeaseLost(f"{len(completed) - updated} run(s) are no longer leased to this worker")
     if steps:
         save_steps(using, steps)
     Event.objects.using(using).bulk_create(rows)
-    return updated
+    events_stored(rows, using, now)
 
 
-def _complete_pg(
+@dataclass
+class GroupWrite:
+    written: bool  # False: guarded, and waits on lifecycle events exist; nothing written
+    watched: bool  # waits on these lifecycle events may exist: deliver them
+    done: set[str]  # runs completed
+    fenced: set[str]  # runs going on whose lease held (their steps written)
+    cancel: set[str]  # of those, the ones asked to cancel
+
+
+def write_group(
+    going_on: list[Run],
     completed: list[tuple[Run, Any]],
     steps: list[Step],
     rows: list[Event],
     token: str,
     using: str,
     now: datetime,
-) -> int:
+    *,
+    guarded: bool,
+) -> GroupWrite:
+    """PostgreSQL, one prepared statement: fence the runs that go on, complete the
+    completed ones, insert the steps of the runs whose lease held, and the lifecycle
+    events of the runs completed. Each run's writes depend on its own lease only.
+
+    ``guarded`` (the statement is its own transaction): write nothing if a wait on
+    these lifecycle events may exist, since resolving it must share the transaction.
+    """
+
     def column(name: str) -> list[Any]:
         return [getattr(step, name) for step in steps]
 
+    names = sorted({row.name for row in rows})
     params: list[Any] = [
+        names,
+        names,
+        guarded,
+        [run.pk for run in going_on],
+        token,
         now,
         now,
         [run.pk for run, _ in completed],
@@ -497,23 +514,38 @@ def _complete_pg(
         [row.name for row in rows],
         [sql.json_text(row.data) for row in rows],
         [row.ts for row in rows],
+        [row.data["run_id"] for row in rows],
     ]
     try:
-        result, _ = sql.execute(using, _COMPLETE_PG, params)
+        result, _ = sql.execute(using, _GROUP_PG, params)
     except IntegrityError:
         raise LeaseLost("a step was recorded elsewhere") from None
-    for row in rows:
-        row._state.adding, row._state.db = False, using
-    return result[0][0]
+    ok, watched, done, fenced, cancel = result[0]
+    return GroupWrite(ok, watched, set(done), set(fenced), set(cancel))
 
 
-_COMPLETE_PG = f"""
-    WITH done AS (
+_GROUP_PG = f"""
+    WITH watched AS (
+        SELECT EXISTS (
+            SELECT 1 FROM "{WaitPath._meta.db_table}" WHERE event_name = ANY(%s::varchar[])
+        ) OR EXISTS (
+            SELECT 1 FROM "{Wait._meta.db_table}"
+            WHERE status = 'pending' AND event_name = ANY(%s::varchar[]) AND match_key = ''
+        ) AS yes
+    ), go AS (
+        SELECT NOT (%s AND yes) AS ok FROM watched
+    ), fenced AS (
+        SELECT id, cancel_requested FROM "{Run._meta.db_table}"
+        WHERE id = ANY(%s::varchar[]) AND lease_token = %s AND status = 'running'
+          AND (SELECT ok FROM go)
+        FOR NO KEY UPDATE
+    ), done AS (
         UPDATE "{Run._meta.db_table}" AS run
         SET status = 'completed', output = v.output, ended_at = %s, updated_at = %s,
             lease_owner = NULL, lease_token = NULL, available_at = NULL
         FROM unnest(%s::varchar[], %s::jsonb[]) AS v(id, output)
         WHERE run.id = v.id AND run.lease_token = %s AND run.status = 'running'
+          AND (SELECT ok FROM go)
         RETURNING run.id
     ), checkpoints AS (
         INSERT INTO "{Step._meta.db_table}"
@@ -521,12 +553,18 @@ _COMPLETE_PG = f"""
         SELECT * FROM unnest(
             %s::varchar[], %s::varchar[], %s::varchar[], %s::varchar[], %s::int[],
             %s::jsonb[], %s::jsonb[], %s::int[], %s::timestamptz[], %s::timestamptz[]
-        )
+        ) AS s(run_id)
+        WHERE s.run_id IN (SELECT id FROM done UNION ALL SELECT id FROM fenced)
     ), lifecycle AS (
         INSERT INTO "{Event._meta.db_table}" (received_at, id, name, data, ts)
-        SELECT %s, * FROM unnest(%s::varchar[], %s::varchar[], %s::jsonb[], %s::bigint[])
+        SELECT %s, e.id, e.name, e.data, e.ts FROM unnest(
+            %s::varchar[], %s::varchar[], %s::jsonb[], %s::bigint[], %s::varchar[]
+        ) AS e(id, name, data, ts, run_id)
+        WHERE e.run_id IN (SELECT id FROM done)
     )
-    SELECT count(*) FROM done
+    SELECT (SELECT ok FROM go), (SELECT yes FROM watched),
+        ARRAY(SELECT id FROM done), ARRAY(SELECT id FROM fenced),
+        ARRAY(SELECT id FROM fenced WHERE cancel_requested)
 """  # noqa: S608 - only table names are interpolated
 
 
