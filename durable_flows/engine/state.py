@@ -6,6 +6,7 @@ updated means someone else moved the run first, and raises ``LeaseLost``.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from datetime import datetime
@@ -205,17 +206,8 @@ _FENCE_PG = f"""
 def checkpoint(run: Run, token: str, using: str, **fields: Any) -> tuple[bool, Step]:
     """PostgreSQL: prove the lease and insert a new step's checkpoint in one prepared
     statement. Returns (cancel requested?, the step). Raises ``LeaseLost`` otherwise."""
-    ops = connections[using].ops
-    step_table = ops.quote_name(Step._meta.db_table)
-    names = list(fields)
-    columns = ", ".join(ops.quote_name(_step_column(name)) for name in names)
-    values = ", ".join("%s" for _ in names)
-    statement = f"""
-        WITH fence AS ({_FENCE_PG})
-        INSERT INTO {step_table} (run_id, {columns})
-        SELECT %s, {values} FROM fence
-        RETURNING id, (SELECT cancel_requested FROM fence)
-    """  # noqa: S608 - only table and column names are interpolated
+    names = tuple(fields)
+    statement = _checkpoint_sql(names)
     params = [run.pk, token, run.pk]
     params += [
         sql.jsonb(fields[name]) if name in ("output", "error") else fields[name] for name in names
@@ -232,8 +224,15 @@ def checkpoint(run: Run, token: str, using: str, **fields: Any) -> tuple[bool, S
     return bool(cancel), step
 
 
-def _step_column(attname: str) -> str:
-    return next(f.column for f in Step._meta.concrete_fields if f.attname == attname)
+@functools.cache
+def _checkpoint_sql(names: tuple[str, ...]) -> str:
+    columns = {f.attname: f.column for f in Step._meta.concrete_fields}
+    return f"""
+        WITH fence AS ({_FENCE_PG})
+        INSERT INTO "{Step._meta.db_table}" (run_id, {", ".join(columns[n] for n in names)})
+        SELECT %s, {", ".join("%s" for _ in names)} FROM fence
+        RETURNING id, (SELECT cancel_requested FROM fence)
+    """  # noqa: S608 - only table and column names are interpolated
 
 
 def save_step(using: str, run: Run, existing: Step | None, **fields: Any) -> Step:
