@@ -250,7 +250,8 @@ class Worker:
         # The claim is the group's first statement: it commits with the first checkpoints.
         group = CommitGroup(self.using, self._release_after_error)
         try:
-            group.begin()
+            if self.is_postgres:
+                group.begin()
             token, runs = state.claim(
                 self.using, self.row.pk, self.queues or None, registry.ids(), limit=limit
             )
@@ -284,7 +285,9 @@ class Worker:
     def _execute(self, run: Run, token: str, group: CommitGroup) -> None:
         function = registry.get(run.function_id)
         assert function is not None  # claim only selects registered functions
-        grouped = group if group_commit.eligible(function) else None
+        # PostgreSQL only: SQLite has one writer, and a worker that holds the write lock
+        # for whole groups would starve the others (its commits are cheap in WAL mode).
+        grouped = group if self.is_postgres and group_commit.eligible(function) else None
         try:
             if grouped is None:
                 group.commit()  # what is pending is not kept waiting behind this run

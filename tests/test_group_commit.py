@@ -1,5 +1,6 @@
-"""Group commit (engine/group_commit.py) with real ``runflows`` processes: runs share
-commits, yet each step's writes and checkpoint still commit together or not at all."""
+"""Group commit (engine/group_commit.py, PostgreSQL) with real ``runflows`` processes:
+runs share commits, yet each step's writes and checkpoint still commit together or
+not at all. On SQLite the same behaviours hold with one commit per step."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ def send_many(count: int, fail_every: int = 0) -> list[str]:
     return list(Run.objects.filter(event_id__in=ids).values_list("pk", flat=True))
 
 
+@pytest.mark.postgres
 def test_single_step_runs_share_commits(start_worker):
     runs = send_many(60)
     worker = start_worker("--burst")

@@ -16,6 +16,9 @@ another step starts (it may wait longer behind one slow step).
 
 A run that does anything else (a sleep, a non-atomic step, an error...) commits
 the group first and goes on as usual, one transaction per step.
+
+PostgreSQL only: on SQLite (one writer; cheap commits in WAL mode) a worker
+holding the write lock for whole groups would starve the others.
 """
 
 from __future__ import annotations
@@ -134,7 +137,7 @@ class CommitGroup:
                 return False
             if not completed and len(steps) == 1 and self._nothing_sent():
                 written = self._checkpoint(atomic, going_on[0], steps[0])
-            elif completed and sql.is_postgres(self.using):
+            elif completed:
                 written = self._commit_pg(atomic, going_on, completed, steps)
             else:
                 written = self._commit_orm(atomic, going_on, completed, steps)
@@ -202,20 +205,16 @@ class CommitGroup:
     def _commit_orm(
         self, atomic: Any, going_on: list[Run], completed: list[Any], steps: list[Step]
     ) -> state.GroupWrite:
-        """Fence the runs that go on and complete the others, in the transaction (SQLite,
-        and PostgreSQL when no run completes)."""
+        """Runs that go on, none completed: fence them and write their steps."""
+        assert not completed
         try:
             cancel = {run.pk for run in going_on if state.fence(run, self.token, self.using)}
-            if completed:
-                state.complete_many(completed, steps, self.token, self.using)
-            else:
-                state.save_steps(self.using, steps)
+            state.save_steps(self.using, steps)
         except BaseException as exc:
             atomic.__exit__(type(exc), exc, exc.__traceback__)
             raise
         atomic.__exit__(None, None, None)
-        done = {run.pk for run, _ in completed}
-        return state.GroupWrite(True, False, done, {run.pk for run in going_on}, cancel)
+        return state.GroupWrite(True, False, set(), {run.pk for run in going_on}, cancel)
 
     def _nothing_sent(self) -> bool:
         """PostgreSQL: has the transaction not begun on the server yet?"""

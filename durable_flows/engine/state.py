@@ -13,12 +13,12 @@ from datetime import datetime
 from typing import Any
 
 from django.db import IntegrityError, connections, transaction
-from django.db.models import Case, JSONField, Value, When
+from django.db.models import Value
 from django.db.models.functions import Coalesce
 
 from .. import clock, notify, waits
 from ..conf import flow_settings
-from ..events import events_stored, json_bytes, send_system
+from ..events import json_bytes, send_system
 from ..exceptions import LeaseLost, StepOutputError
 from ..models import Event, Run, RunStatus, Step, StepStatus, Wait, WaitPath, new_id
 from . import flow_control, sql
@@ -419,40 +419,6 @@ def lifecycle_rows(completed: list[tuple[Run, Any]], now: datetime) -> list[Even
             for e in _lifecycle_events(run)
         ]
     return rows
-
-
-def complete_many(
-    completed: list[tuple[Run, Any]], steps: list[Step], token: str, using: str
-) -> None:
-    """Complete runs leased with ``token``, insert their last checkpoints (``steps``) and
-    their lifecycle events, inside the caller's transaction (a group commit on SQLite;
-    PostgreSQL uses ``write_group``). For runs with no waits to disarm and no parent."""
-    now = clock.now()
-    rows = lifecycle_rows(completed, now)
-    outputs = Case(
-        *[When(pk=r.pk, then=Value(output, output_field=JSONField())) for r, output in completed],
-        output_field=JSONField(),
-    )
-    updated = (
-        Run.objects.using(using)
-        .filter(pk__in=[run.pk for run, _ in completed], lease_token=token)
-        .filter(status=RunStatus.RUNNING)
-        .update(
-            status=RunStatus.COMPLETED,
-            output=outputs,
-            ended_at=now,
-            updated_at=now,
-            lease_owner=None,
-            lease_token=None,
-            available_at=None,
-        )
-    )
-    if updated != len(completed):
-        raise LeaseLost(f"{len(completed) - updated} run(s) are no longer leased to this worker")
-    if steps:
-        save_steps(using, steps)
-    Event.objects.using(using).bulk_create(rows)
-    events_stored(rows, using, now)
 
 
 @dataclass
