@@ -154,9 +154,11 @@ class Run(models.Model):
     class Meta:
         indexes = [
             # The hot path: a partial index over runnable rows only, so it stays
-            # small however many finished runs the table holds.
+            # small however many finished runs the table holds. In the claim's
+            # order, so that a claim reads the first rows and stops, however many
+            # are queued (a worker's queue filter is checked on the way).
             models.Index(
-                fields=["queue", "-priority", "available_at"],
+                fields=["-priority", "available_at", "id"],
                 name="df_run_claimable",
                 condition=Q(status__in=["queued", "waiting"]),
             ),
