@@ -37,7 +37,7 @@ from ..exceptions import LeaseLost
 from ..faults import fault_point
 from ..models import Run, Step
 from ..registry import Function, registry
-from . import sql, state
+from . import state
 
 log = logging.getLogger("durable_flows.worker")
 
@@ -137,10 +137,8 @@ class CommitGroup:
                 return False
             if not completed and len(steps) == 1 and self._nothing_sent():
                 written = self._checkpoint(atomic, going_on[0], steps[0])
-            elif completed:
-                written = self._commit_pg(atomic, going_on, completed, steps)
             else:
-                written = self._commit_orm(atomic, going_on, completed, steps)
+                written = self._commit_all(atomic, going_on, completed, steps)
         except (DatabaseError, LeaseLost) as exc:
             if leaving is not None:
                 pending[leaving.pk] = leaving
@@ -163,17 +161,13 @@ class CommitGroup:
         """One run's one step, and no statement sent yet (the step wrote nothing): fence and
         checkpoint are one statement, its own transaction."""
         atomic.__exit__(None, None, None)  # nothing to commit: no round trip
-        fields = {f.attname: getattr(step, f.attname) for f in Step._meta.concrete_fields}
-        for key in ("id", "run_id"):
-            fields.pop(key)
         try:
-            cancel, written = state.checkpoint(run, self.token, self.using, **fields)
+            cancel = state.checkpoint_step(step, self.token, self.using)
         except LeaseLost:
             return state.GroupWrite(True, False, set(), set(), set())
-        step.pk, step._state.adding, step._state.db = written.pk, False, self.using
         return state.GroupWrite(True, False, set(), {run.pk}, {run.pk} if cancel else set())
 
-    def _commit_pg(
+    def _commit_all(
         self, atomic: Any, going_on: list[Run], completed: list[Any], steps: list[Step]
     ) -> state.GroupWrite:
         """One statement. When the transaction has not begun on the server (the steps
@@ -202,24 +196,8 @@ class CommitGroup:
         atomic.__exit__(None, None, None)
         return written
 
-    def _commit_orm(
-        self, atomic: Any, going_on: list[Run], completed: list[Any], steps: list[Step]
-    ) -> state.GroupWrite:
-        """Runs that go on, none completed: fence them and write their steps."""
-        assert not completed
-        try:
-            cancel = {run.pk for run in going_on if state.fence(run, self.token, self.using)}
-            state.save_steps(self.using, steps)
-        except BaseException as exc:
-            atomic.__exit__(type(exc), exc, exc.__traceback__)
-            raise
-        atomic.__exit__(None, None, None)
-        return state.GroupWrite(True, False, set(), {run.pk for run in going_on}, cancel)
-
     def _nothing_sent(self) -> bool:
-        """PostgreSQL: has the transaction not begun on the server yet?"""
-        if not sql.is_postgres(self.using):
-            return False
+        """Has the transaction not begun on the server yet?"""
         from psycopg.pq import TransactionStatus
 
         raw = connections[self.using].connection

@@ -29,18 +29,25 @@ def is_postgres(using: str) -> bool:
 
 def execute(using: str, sql: str, params: Sequence[Any] = ()) -> tuple[list[tuple[Any, ...]], int]:
     """Run ``sql`` (``%s`` placeholders) and return (rows, rowcount); errors are Django's."""
-    import psycopg
-
     connection = connections[using]
     connection.ensure_connection()
     with connection.wrap_database_errors:
-        cursor = psycopg.Cursor(connection.connection)
-        try:
-            cursor.execute(sql, params, prepare=bool(flow_settings.PREPARED_STATEMENTS))
-            rows = cursor.fetchall() if cursor.description else []
-            return rows, cursor.rowcount
-        finally:
-            cursor.close()
+        cursor = _cursor(connection)
+        cursor.execute(sql, params, prepare=bool(flow_settings.PREPARED_STATEMENTS))
+        rows = cursor.fetchall() if cursor.description else []
+        return rows, cursor.rowcount
+
+
+def _cursor(connection: Any) -> Any:
+    """A server-binding cursor on the Django connection's driver connection, kept with it."""
+    import psycopg
+
+    raw = connection.connection
+    cursor = getattr(connection, "_durable_flows_cursor", None)
+    if cursor is None or cursor.connection is not raw or cursor.closed:
+        cursor = psycopg.Cursor(raw)
+        connection._durable_flows_cursor = cursor
+    return cursor
 
 
 def jsonb(value: Any) -> Any:

@@ -206,22 +206,31 @@ _FENCE_PG = f"""
 def checkpoint(run: Run, token: str, using: str, **fields: Any) -> tuple[bool, Step]:
     """PostgreSQL: prove the lease and insert a new step's checkpoint in one prepared
     statement. Returns (cancel requested?, the step). Raises ``LeaseLost`` otherwise."""
-    names = tuple(fields)
-    statement = _checkpoint_sql(names)
-    params = [run.pk, token, run.pk]
-    params += [
-        sql.jsonb(fields[name]) if name in ("output", "error") else fields[name] for name in names
-    ]
+    step = Step(run=run, **fields)
+    return checkpoint_step(step, token, using), step
+
+
+def checkpoint_step(step: Step, token: str, using: str) -> bool:
+    """``checkpoint()`` for a step built already (unsaved); returns whether a cancel was
+    requested. The step gets its id."""
+    values = [getattr(step, name) for name in _STEP_FIELDS]
+    params = [step.run_id, token, step.run_id]
+    params += [sql.jsonb(v) if n in _JSON else v for n, v in zip(_STEP_FIELDS, values, strict=True)]
     try:
-        rows, _ = sql.execute(using, statement, params)
+        rows, _ = sql.execute(using, _checkpoint_sql(_STEP_FIELDS), params)
     except IntegrityError:
-        raise LeaseLost(f"step {fields.get('name')!r} of run {run.pk} was recorded elsewhere")
+        raise LeaseLost(f"step {step.name!r} of run {step.run_id} was recorded elsewhere")
     if not rows:
-        raise LeaseLost(f"run {run.pk} is no longer leased to this worker")
-    step_id, cancel = rows[0]
-    step = Step(id=step_id, run=run, **fields)
+        raise LeaseLost(f"run {step.run_id} is no longer leased to this worker")
+    step.pk, cancel = rows[0]
     step._state.adding, step._state.db = False, using
-    return bool(cancel), step
+    return bool(cancel)
+
+
+_STEP_FIELDS = tuple(
+    f.attname for f in Step._meta.concrete_fields if f.attname not in ("id", "run_id")
+)
+_JSON = ("output", "error")
 
 
 @functools.cache
@@ -249,14 +258,6 @@ def save_step(using: str, run: Run, existing: Step | None, **fields: Any) -> Ste
     except IntegrityError:
         raise LeaseLost(f"step {fields.get('name')!r} of run {run.pk} was recorded elsewhere")
     return step
-
-
-def save_steps(using: str, steps: list[Step]) -> None:
-    """Insert new checkpoints in one statement (inside the caller's transaction)."""
-    try:
-        Step.objects.using(using).bulk_create(steps)
-    except IntegrityError:
-        raise LeaseLost("a step was recorded elsewhere") from None
 
 
 def release(run: Run, token: str, using: str, available_at: datetime, **fields: Any) -> None:

@@ -4,6 +4,30 @@ import django.db.models.deletion
 from django.db import migrations, models
 
 
+# PostgreSQL: Django gives every varchar primary key a varchar_pattern_ops twin
+# index, for LIKE queries on ids that the app never makes. Each status update of
+# a run (and each stored event) wrote into it. Dropped; Django drops such an index
+# with IF EXISTS whenever it alters the field later.
+PATTERN_INDEXES = {
+    "durable_flows_run_id_641a3ab1_like": ("durable_flows_run", "id"),
+    "durable_flows_event_id_be0eeac4_like": ("durable_flows_event", "id"),
+}
+
+
+def drop_pattern_indexes(apps, schema_editor):
+    if schema_editor.connection.vendor == "postgresql":
+        for name in PATTERN_INDEXES:
+            schema_editor.execute(f'DROP INDEX IF EXISTS "{name}"')
+
+
+def restore_pattern_indexes(apps, schema_editor):
+    if schema_editor.connection.vendor == "postgresql":
+        for name, (table, column) in PATTERN_INDEXES.items():
+            schema_editor.execute(
+                f'CREATE INDEX IF NOT EXISTS "{name}" ON "{table}" ("{column}" varchar_pattern_ops)'
+            )
+
+
 class Migration(migrations.Migration):
 
     dependencies = [
@@ -11,6 +35,7 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        migrations.RunPython(drop_pattern_indexes, restore_pattern_indexes),
         migrations.RemoveIndex(
             model_name='run',
             name='df_run_claimable',
