@@ -262,9 +262,14 @@ class Worker:
             time.sleep(min(self.poll_interval, 1.0))
             return False
         group.token = token
-        for run in runs:
+        for index, run in enumerate(runs):
             fault_point("after_claim")
-            self._execute(run, token, group)
+            if not self._execute(run, token, group) and index + 1 < len(runs):
+                # Not a quick run: the rest of the batch goes back to the queue, for
+                # any free worker, rather than wait behind it (or, after a crash,
+                # for its lease to expire).
+                self._hand_back(runs[index + 1 :], token, group)
+                break
         try:
             group.commit()
         except LeaseLost as exc:
@@ -282,7 +287,8 @@ class Worker:
         elif claimed:
             self._local.batch = 1
 
-    def _execute(self, run: Run, token: str, group: CommitGroup) -> None:
+    def _execute(self, run: Run, token: str, group: CommitGroup) -> bool:
+        """Execute one claimed run; returns whether it stayed in the group commit."""
         function = registry.get(run.function_id)
         assert function is not None  # claim only selects registered functions
         # PostgreSQL only: SQLite has one writer, and a worker that holds the write lock
@@ -291,7 +297,9 @@ class Worker:
         try:
             if grouped is None:
                 group.commit()  # what is pending is not kept waiting behind this run
-            Execution(run, token, function, self.using, self.stopping, grouped).execute()
+            execution = Execution(run, token, function, self.using, self.stopping, grouped)
+            execution.execute()
+            return execution.group is not None
         except LeaseLost as exc:
             log.warning("run %s: lease lost (%s)", run.pk, exc)
         except Exception as exc:
@@ -302,6 +310,19 @@ class Worker:
         finally:
             with self._lock:
                 self.executed += 1
+        return False
+
+    def _hand_back(self, runs: list[Run], token: str, group: CommitGroup) -> None:
+        try:
+            group.commit()
+            state.hand_back(runs, token, self.using)
+        except LeaseLost as exc:
+            log.warning("%s", exc)
+        except DatabaseError as exc:
+            log_db_error("could not hand back %d claimed run(s)", exc, len(runs))
+            self._reset_connection()
+            for run in runs:
+                self._release_after_error(run, token)
 
     def _tasks_due(self) -> bool:
         """Look for parallel step tasks on every 8th claim of a thread, and always when it

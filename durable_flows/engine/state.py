@@ -265,6 +265,19 @@ def release(run: Run, token: str, using: str, available_at: datetime, **fields: 
     _let_go(run, token, using, RunStatus.QUEUED, available_at, **fields)
 
 
+def hand_back(runs: list[Run], token: str, using: str) -> None:
+    """Put claimed runs that did not start back in the queue, as they were."""
+    now = clock.now()
+    held = Run.objects.using(using).filter(lease_token=token, status=RunStatus.RUNNING)
+    fields = {"lease_owner": None, "lease_token": None, "available_at": now, "updated_at": now}
+    for fresh in (True, False):
+        ids = [run.pk for run in runs if run.fresh == fresh]
+        if ids:
+            extra = {"started_at": None} if fresh else {}
+            held.filter(pk__in=ids).update(status=RunStatus.QUEUED, **fields, **extra)
+    notify.work_available(using)
+
+
 def suspend(run: Run, token: str, using: str, available_at: datetime | None) -> None:
     """The run waits (sleep, event, child run) holding no worker; wakes at ``available_at``
     (None: only when something wakes it). Inside the step's checkpoint transaction."""
