@@ -243,8 +243,16 @@ class Worker:
         assert self.row is not None
         if self._stranded:
             self._release_stranded()
-        if self._tasks_due() and self._step_task_once():
+        idle = getattr(self._local, "was_idle", True)
+        if not idle and self._tasks_due() and self._step_task_once():
             return True
+        # Woken from idle, new runs first (their latency is what a sender sees), then
+        # parallel step tasks if there was no run.
+        return self._claim_runs() or (idle and self._step_task_once())
+
+    def _claim_runs(self) -> bool:
+        """Claim a batch of runs and execute them; False when none was runnable."""
+        assert self.row is not None
         limit = getattr(self._local, "batch", 1)
         began = time.monotonic()
         # The claim is the group's first statement: it commits with the first checkpoints.
@@ -325,12 +333,12 @@ class Worker:
                 self._release_after_error(run, token)
 
     def _tasks_due(self) -> bool:
-        """Look for parallel step tasks on every 8th claim of a thread, and always when it
-        was idle: a busy thread does not pay a query per run for a feature most runs do
-        not use, and tasks still wait at most a few runs."""
+        """A busy thread looks for parallel step tasks before every 8th claim (and an
+        idle one whenever it finds no run): it does not pay a query per run for a
+        feature most runs do not use, and tasks still wait at most a few runs."""
         count = getattr(self._local, "claims", 0)
         self._local.claims = count + 1
-        return count % 8 == 0 or getattr(self._local, "was_idle", True)
+        return count % 8 == 0
 
     def _step_task_once(self) -> bool:
         """Parallel steps first: they belong to runs that have already started."""
