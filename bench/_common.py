@@ -45,10 +45,11 @@ def reset_tables() -> None:
     """Empty the app's tables. On PostgreSQL with TRUNCATE: mass deletes leave dead index
     entries that slow planning until autovacuum runs, which would skew the next figure."""
     from django.apps import apps
-    from django.db import connection
+    from django.db import connection, transaction
 
     tables = [m._meta.db_table for m in apps.get_app_config("durable_flows").get_models()]
-    with connection.cursor() as cursor:
+    # One transaction: SQLite checks the (deferred) foreign keys once all are empty.
+    with transaction.atomic(), connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " CASCADE")
         else:

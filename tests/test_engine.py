@@ -158,6 +158,8 @@ def test_a_recorded_step_is_returned_from_its_record_on_replay():
 
 def test_a_replay_that_meets_a_different_kind_of_step_fails_clearly():
     run = start("test/three")
+    # A run that executed before (it has started) with a different function.
+    Run.objects.filter(pk=run.pk).update(started_at=run.created_at)
     Step.objects.create(run=run, name="a", kind="sleep", status="completed", position=0)
     run_until_idle()
     run.refresh_from_db()

@@ -14,6 +14,7 @@ from typing import Any
 
 from django.db import IntegrityError, connections, transaction
 from django.db.models import Value
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce
 
 from .. import clock, notify, waits
@@ -77,13 +78,33 @@ def claim(
         else:
             # SQLite: write first, so the transaction takes the write lock at once
             # (a read-then-write transaction can fail to upgrade its lock).
-            if not rows.filter(id__in=runnable.values("id")[:limit]).update(**lease):
+            pick = _pick_sqlite(connection, now, queues, function_ids, limit)
+            if not rows.filter(id__in=pick).update(**lease):
                 return token, []
             claimed = rows.filter(
                 status=RunStatus.RUNNING, lease_owner=worker_id, lease_token=token
             )
         runs = list(claimed.select_related("event").order_by("-priority", "available_at", "id"))
+    for run in runs:
+        run.fresh = run.started_at == now  # it had none: the claim set it
     return token, runs
+
+
+def _pick_sqlite(
+    connection: Any, now: Any, queues: list[str] | None, function_ids: list[str], limit: int
+) -> RawSQL:
+    """``RunQuerySet.claimable()`` in claim order, on the partial index df_run_claimable
+    (SQLite's planner would rather read every run of the function and sort them)."""
+    functions = ", ".join("%s" for _ in function_ids)
+    queue_clause = f"AND queue IN ({', '.join('%s' for _ in queues)})" if queues else ""
+    sql = f"""
+        SELECT id FROM "{Run._meta.db_table}" INDEXED BY df_run_claimable
+        WHERE status IN ('queued', 'waiting') AND available_at <= %s
+          AND function_id IN ({functions}) {queue_clause}
+        ORDER BY priority DESC, available_at, id LIMIT %s
+    """  # noqa: S608 - only the table name and placeholders are interpolated
+    params = [connection.ops.adapt_datetimefield_value(now), *function_ids, *(queues or [])]
+    return RawSQL(sql, [*params, limit])  # noqa: S611 - parameters are bound
 
 
 def _claim_pg(
