@@ -142,12 +142,23 @@ class OutcomeColumns:
         return error_html(record.error)
 
 
-class StepInline(OutcomeColumns, admin.TabularInline):
-    model = Step
+class ReadOnlyInline(admin.TabularInline):
+    """Rows shown beside their parent, never added, changed or deleted from here."""
+
     extra = 0
     max_num = 0
     can_delete = False
     show_change_link = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class StepInline(OutcomeColumns, ReadOnlyInline):
+    model = Step
     ordering = ["position", "id"]
     fields = ["position", "name", "kind", "step_status", "attempts", "started", "duration"]
     fields += ["output_json", "error_html"]
@@ -161,21 +172,11 @@ class StepInline(OutcomeColumns, admin.TabularInline):
     def started(self, step: Step) -> str:
         return precise(step.started_at)
 
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
-class WaitInline(admin.TabularInline):
+class WaitInline(ReadOnlyInline):
     """What the run waits for: its wait steps and its armed cancel rules."""
 
     model = Wait
-    extra = 0
-    max_num = 0
-    can_delete = False
-    show_change_link = False
     ordering = ["created_at", "id"]
     fields = ["kind", "step_name", "event_name", "match", "if_exp", "wait_status", "expires"]
     fields += ["resolved_by"]
@@ -194,12 +195,6 @@ class WaitInline(admin.TabularInline):
         if not wait.event_id:
             return "—"
         return link("admin:durable_flows_event_change", wait.event_id, wait.event_id)
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(Run)
@@ -385,12 +380,9 @@ def run_links(runs: QuerySet) -> SafeString | str:
     )
 
 
-class RunInline(admin.TabularInline):
+class RunInline(ReadOnlyInline):
     model = Run
     fk_name = "event"
-    extra = 0
-    max_num = 0
-    can_delete = False
     fields = ["run_link", "function_id", "run_status", "created_at", "ended_at"]
     readonly_fields = fields  # type: ignore[assignment]  # stubs type `fields` more broadly
     ordering = ["created_at", "id"]
@@ -402,12 +394,6 @@ class RunInline(admin.TabularInline):
     @admin.display(description="status")
     def run_status(self, run: Run) -> SafeString:
         return status_badge(run.status)
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(Event)

@@ -20,8 +20,6 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from django.db import connections
-
 from . import notify
 from .expressions import is_true
 from .models import Event, Run, RunStatus, Wait, WaitKind, WaitPath, WaitStatus
@@ -185,9 +183,9 @@ def deliver(events: list[Event], using: str, now: datetime) -> None:
 def _paths(names: set[str], using: str) -> list[tuple[str, str | None]]:
     """The match paths in use for these event names, plus ``(name, None)`` if an unkeyed
     wait is pending on one of them; on PostgreSQL one prepared statement."""
-    if connections[using].vendor == "postgresql":
-        from .engine import sql
+    from .engine import sql
 
+    if sql.is_postgres(using):
         rows, _ = sql.execute(using, _PATHS_PG, [list(names), list(names)])
         return rows
     rows = list(

@@ -139,11 +139,16 @@ class Execution:
         except Exception as exc:
             self._function_error(exc)
 
-    def _leave_group(self) -> None:
-        """Commit the group, then go on alone: one commit per step, as usual."""
+    def _commit_group(self, *, leave: bool) -> None:
+        """Commit what the group holds; ``leave``: then go on alone, one commit per step."""
         if self.group is not None:
-            group, self.group = self.group, None
+            group = self.group
+            if leave:
+                self.group = None
             self.cancel_requested = group.commit(leaving=self.run) or self.cancel_requested
+
+    def _leave_group(self) -> None:
+        self._commit_group(leave=True)
 
     def _completes_in_group(self) -> bool:
         """Is completing this run only an update and its lifecycle event (no waits to
@@ -223,7 +228,7 @@ class Execution:
             if kind != StepKind.RUN and not (memo and memo.status in DONE):
                 self._leave_group()
             elif self.group.must_commit_before(self.run):
-                self.cancel_requested = self.group.commit(leaving=self.run) or self.cancel_requested
+                self._commit_group(leave=False)
         self._intercept(name, position, memo, kind)
         return name, position, memo
 
@@ -309,7 +314,7 @@ class Execution:
             return self._step_failed(exc, None, checkpoint)
         fault_point("after_effect")
         step = Step(run=self.run, output=output, ended_at=clock.now(), **checkpoint)
-        self.group.add_step(self.run, step)
+        self.group.add_step(step)
         self.memos[step.name] = step
         return output
 

@@ -61,7 +61,6 @@ class CommitGroup:
         self._atomic: Any = None
         self._steps: list[Step] = []
         self._completed: list[tuple[Run, Any]] = []
-        self._pending: dict[str, Run] = {}
         self._since = 0.0
         self.completed = 0  # runs completed through the group, in all its commits
 
@@ -74,7 +73,8 @@ class CommitGroup:
     def must_commit_before(self, run: Run) -> bool:
         """Before ``run`` reaches a step: has it work pending, or has the group waited enough?"""
         return self._atomic is not None and (
-            run.pk in self._pending or time.monotonic() - self._since > MAX_PENDING_SECONDS
+            any(step.run_id == run.pk for step in self._steps)
+            or time.monotonic() - self._since > MAX_PENDING_SECONDS
         )
 
     @contextmanager
@@ -108,13 +108,19 @@ class CommitGroup:
         if made:
             _raw(connection, f"RELEASE SAVEPOINT {_SAVEPOINT}")
 
-    def add_step(self, run: Run, step: Step) -> None:
+    def add_step(self, step: Step) -> None:
         self._steps.append(step)
-        self._pending[run.pk] = run
 
     def add_completed(self, run: Run, output: Any) -> None:
         self._completed.append((run, output))
-        self._pending[run.pk] = run
+
+    def _take(self) -> tuple[list[Step], list[tuple[Run, Any]], dict[str, Run]]:
+        """Empty the group: its pending steps, completions, and the runs they belong to."""
+        steps, self._steps = self._steps, []
+        completed, self._completed = self._completed, []
+        runs = {step.run_id: step.run for step in steps}
+        runs.update({run.pk: run for run, _ in completed})
+        return steps, completed, runs
 
     def commit(self, leaving: Run | None = None) -> bool:
         """Write what is pending and commit. ``leaving``: the run about to go on (its next
@@ -126,9 +132,7 @@ class CommitGroup:
         if self._atomic is None:
             return False
         atomic, self._atomic = self._atomic, None
-        steps, self._steps = self._steps, []
-        completed, self._completed = self._completed, []
-        pending, self._pending = self._pending, {}
+        steps, completed, pending = self._take()
         done = {run.pk for run, _ in completed}
         going_on = list({s.run_id: s.run for s in steps if s.run_id not in done}.values())
         try:
@@ -208,8 +212,7 @@ class CommitGroup:
         if self._atomic is None:
             return
         atomic, self._atomic = self._atomic, None
-        pending, self._pending = self._pending, {}
-        self._steps, self._completed = [], []
+        _, _, pending = self._take()
         try:
             atomic.__exit__(type(exc), exc, exc.__traceback__)
         except DatabaseError:

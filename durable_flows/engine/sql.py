@@ -14,6 +14,7 @@ in transaction mode).
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -67,17 +68,20 @@ def loads(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str | bytes) else value
 
 
-def columns(model: Any, prefix: str = "") -> tuple[list[str], str]:
-    """The attribute names of ``model``'s concrete fields, and its columns for a SELECT."""
+@functools.cache
+def select_list(model: Any, prefix: str) -> str:
+    """``model``'s columns, for a SELECT (``prefix``: a table alias and a dot)."""
+    return ", ".join(f'{prefix}"{f.column}"' for f in model._meta.concrete_fields)
+
+
+@functools.cache
+def _layout(model: Any) -> tuple[list[str], tuple[bool, ...]]:
     fields = model._meta.concrete_fields
-    quote = connections["default"].ops.quote_name
-    return [f.attname for f in fields], ", ".join(prefix + quote(f.column) for f in fields)
+    return [f.attname for f in fields], tuple(f.get_internal_type() == "JSONField" for f in fields)
 
 
-def instance(model: Any, using: str, names: list[str], values: Sequence[Any]) -> Any:
-    """A model instance from a row selected with ``columns()`` (JSON fields decoded)."""
-    decoded = [
-        loads(value) if field.get_internal_type() == "JSONField" else value
-        for field, value in zip(model._meta.concrete_fields, values, strict=True)
-    ]
+def instance(model: Any, using: str, values: Sequence[Any]) -> Any:
+    """A model instance from a row selected with ``select_list()`` (JSON fields decoded)."""
+    names, is_json = _layout(model)
+    decoded = [loads(v) if j else v for v, j in zip(values, is_json, strict=True)]
     return model.from_db(using, names, decoded)

@@ -57,7 +57,8 @@ def claim(
     now = clock.now()
     token = new_id()
     connection = connections[using]
-    if connection.vendor == "postgresql" and not flow_control.limits_claims(function_ids):
+    limited = flow_control.limits_claims(function_ids)
+    if sql.is_postgres(using) and not limited:
         return token, _claim_pg(using, worker_id, token, now, queues, function_ids, limit)
     lease = {
         "status": RunStatus.RUNNING,
@@ -69,7 +70,7 @@ def claim(
     rows = Run.objects.using(using)
     runnable = rows.claimable(now, queues, function_ids).order_by("-priority", "available_at", "id")
     with transaction.atomic(using=using):
-        if flow_control.limits_claims(function_ids):
+        if limited:
             ids = flow_control.pick(using, runnable, limit)
             if not ids:
                 return token, []
@@ -124,44 +125,45 @@ def _claim_pg(
     """
     if not function_ids:
         return []
-    ops = connections[using].ops
-    table, event_table = ops.quote_name(Run._meta.db_table), ops.quote_name(Event._meta.db_table)
-    run_names, run_columns = sql.columns(Run, "leased.")
-    event_names, event_columns = sql.columns(Event, "e.")
-    queue_clause = "AND queue = ANY(%s)" if queues else ""
-    statement = f"""
+    params: list[Any] = [now, list(function_ids)]
+    if queues:
+        params.append(list(queues))
+    params += [limit, worker_id, token, now, now]
+    rows, _ = sql.execute(using, _claim_sql(bool(queues)), params)
+    runs = []
+    split = 1 + len(Run._meta.concrete_fields)
+    for row in rows:
+        run = sql.instance(Run, using, row[1:split])
+        run.fresh = row[0]
+        if run.event_id is not None:
+            run._state.fields_cache["event"] = sql.instance(Event, using, row[split:])
+        runs.append(run)
+    return runs
+
+
+@functools.cache
+def _claim_sql(with_queues: bool) -> str:
+    table, event_table = Run._meta.db_table, Event._meta.db_table
+    queue_clause = "AND queue = ANY(%s)" if with_queues else ""
+    return f"""
         WITH picked AS (
-            SELECT id, started_at IS NULL AS fresh FROM {table}
+            SELECT id, started_at IS NULL AS fresh FROM "{table}"
             WHERE status IN ('queued', 'waiting') AND available_at <= %s
               AND function_id = ANY(%s) {queue_clause}
             ORDER BY priority DESC, available_at, id
             LIMIT %s
             FOR UPDATE SKIP LOCKED
         ), leased AS (
-            UPDATE {table} AS run
+            UPDATE "{table}" AS run
             SET status = 'running', lease_owner = %s, lease_token = %s, updated_at = %s,
                 started_at = COALESCE(run.started_at, %s)
             FROM picked WHERE run.id = picked.id
             RETURNING run.*, picked.fresh
         )
-        SELECT leased.fresh, {run_columns}, {event_columns}
-        FROM leased LEFT JOIN {event_table} AS e ON e.id = leased.event_id
+        SELECT leased.fresh, {sql.select_list(Run, "leased.")}, {sql.select_list(Event, "e.")}
+        FROM leased LEFT JOIN "{event_table}" AS e ON e.id = leased.event_id
         ORDER BY leased.priority DESC, leased.available_at, leased.id
     """  # noqa: S608 - only table and column names are interpolated
-    params: list[Any] = [now, list(function_ids)]
-    if queues:
-        params.append(list(queues))
-    params += [limit, worker_id, token, now, now]
-    rows, _ = sql.execute(using, statement, params)
-    runs = []
-    split = 1 + len(run_names)
-    for row in rows:
-        run = sql.instance(Run, using, run_names, row[1:split])
-        run.fresh = row[0]
-        if run.event_id is not None:
-            run._state.fields_cache["event"] = sql.instance(Event, using, event_names, row[split:])
-        runs.append(run)
-    return runs
 
 
 def rescue_orphans(using: str, live_worker_ids: Any) -> int:
@@ -234,11 +236,12 @@ def checkpoint(run: Run, token: str, using: str, **fields: Any) -> tuple[bool, S
 def checkpoint_step(step: Step, token: str, using: str) -> bool:
     """``checkpoint()`` for a step built already (unsaved); returns whether a cancel was
     requested. The step gets its id."""
-    values = [getattr(step, name) for name in _STEP_FIELDS]
     params = [step.run_id, token, step.run_id]
-    params += [sql.jsonb(v) if n in _JSON else v for n, v in zip(_STEP_FIELDS, values, strict=True)]
+    for field in _STEP_FIELDS:
+        value = getattr(step, field.attname)
+        params.append(sql.jsonb(value) if field.get_internal_type() == "JSONField" else value)
     try:
-        rows, _ = sql.execute(using, _checkpoint_sql(_STEP_FIELDS), params)
+        rows, _ = sql.execute(using, _CHECKPOINT_PG, params)
     except IntegrityError:
         raise LeaseLost(f"step {step.name!r} of run {step.run_id} was recorded elsewhere")
     if not rows:
@@ -248,21 +251,13 @@ def checkpoint_step(step: Step, token: str, using: str) -> bool:
     return bool(cancel)
 
 
-_STEP_FIELDS = tuple(
-    f.attname for f in Step._meta.concrete_fields if f.attname not in ("id", "run_id")
-)
-_JSON = ("output", "error")
-
-
-@functools.cache
-def _checkpoint_sql(names: tuple[str, ...]) -> str:
-    columns = {f.attname: f.column for f in Step._meta.concrete_fields}
-    return f"""
-        WITH fence AS ({_FENCE_PG})
-        INSERT INTO "{Step._meta.db_table}" (run_id, {", ".join(columns[n] for n in names)})
-        SELECT %s, {", ".join("%s" for _ in names)} FROM fence
-        RETURNING id, (SELECT cancel_requested FROM fence)
-    """  # noqa: S608 - only table and column names are interpolated
+_STEP_FIELDS = [f for f in Step._meta.concrete_fields if f.attname not in ("id", "run_id")]
+_CHECKPOINT_PG = f"""
+    WITH fence AS ({_FENCE_PG})
+    INSERT INTO "{Step._meta.db_table}" (run_id, {", ".join(f.column for f in _STEP_FIELDS)})
+    SELECT %s, {", ".join("%s" for _ in _STEP_FIELDS)} FROM fence
+    RETURNING id, (SELECT cancel_requested FROM fence)
+"""  # noqa: S608 - only table and column names are interpolated
 
 
 def save_step(using: str, run: Run, existing: Step | None, **fields: Any) -> Step:

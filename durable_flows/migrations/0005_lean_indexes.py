@@ -14,18 +14,21 @@ PATTERN_INDEXES = {
 }
 
 
-def drop_pattern_indexes(apps, schema_editor):
+def _each_pattern_index(schema_editor, statement):
     if schema_editor.connection.vendor == "postgresql":
-        for name in PATTERN_INDEXES:
-            schema_editor.execute(f'DROP INDEX IF EXISTS "{name}"')
+        for name, (table, column) in PATTERN_INDEXES.items():
+            schema_editor.execute(statement.format(name=name, table=table, column=column))
+
+
+def drop_pattern_indexes(apps, schema_editor):
+    _each_pattern_index(schema_editor, 'DROP INDEX IF EXISTS "{name}"')
 
 
 def restore_pattern_indexes(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        for name, (table, column) in PATTERN_INDEXES.items():
-            schema_editor.execute(
-                f'CREATE INDEX IF NOT EXISTS "{name}" ON "{table}" ("{column}" varchar_pattern_ops)'
-            )
+    _each_pattern_index(
+        schema_editor,
+        'CREATE INDEX IF NOT EXISTS "{name}" ON "{table}" ("{column}" varchar_pattern_ops)',
+    )
 
 
 class Migration(migrations.Migration):
