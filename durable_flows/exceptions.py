@@ -26,6 +26,11 @@ class EventTooLargeError(EventValidationError):
     status_code = 413
 
 
+class WorkerCrashed(DurableFlowsError):
+    """The worker executing a step died (its process was killed or crashed): stored as a
+    failed attempt of that step, and retried like any other failure."""
+
+
 class NonRetriableError(DurableFlowsError):
     """Raise from a step (or the function body) to fail at once, without retries."""
 

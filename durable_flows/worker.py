@@ -38,6 +38,44 @@ MAX_BATCH = 32
 BATCH_SECONDS = 0.1
 # How often a worker deletes flow-control state that has expired.
 PRUNE_INTERVAL = 300.0
+# A run executing this long is slow: the runs claimed with it and not started go
+# back to the queue (for any free worker), and what is waiting to be committed
+# behind it is committed. The watchdog looks this often (seconds).
+SLOW_RUN_SECONDS = 0.2
+WATCHDOG_INTERVAL = 0.05
+# The engine failing to record a run (a database error, not the run's own code)
+# backs off exponentially, up to ENGINE_BACKOFF_MAX seconds; after
+# MAX_ENGINE_FAILURES in a row the run fails with an engine error.
+ENGINE_BACKOFF_MAX = 30.0
+MAX_ENGINE_FAILURES = 8
+
+
+class Batch:
+    """The runs one executor thread claimed together: the one executing, and the ones
+    not started, which the watchdog may hand back."""
+
+    def __init__(self, runs: list[Run], token: str, group: CommitGroup) -> None:
+        self.token = token
+        self.group = group
+        self._waiting = list(runs)
+        self._lock = threading.Lock()
+        self.current: Run | None = None
+        self.since: float | None = None  # when the current run began executing
+
+    def next(self) -> Run | None:
+        with self._lock:
+            self.current = self._waiting.pop(0) if self._waiting else None
+            self.since = time.monotonic() if self.current else None
+            return self.current
+
+    def take_rest(self) -> list[Run]:
+        with self._lock:
+            rest, self._waiting = self._waiting, []
+            return rest
+
+    def held(self) -> list[str]:
+        with self._lock:
+            return [run.pk for run in ([self.current] if self.current else []) + self._waiting]
 
 
 def log_db_error(message: str, exc: BaseException, *args: Any) -> None:
@@ -76,7 +114,10 @@ class Worker:
         self._idle = [False] * concurrency
         self._signals = 0
         self.executed = 0
-        self._stranded: list[tuple[Run, str]] = []  # runs to hand back once the database answers
+        # Runs to hand back once the database answers, with their engine failures so far.
+        self._stranded: list[tuple[Run, str, int]] = []
+        self._engine_failures: dict[str, int] = {}
+        self._batches: dict[int, Batch] = {}  # per executor thread: what it holds
         self._lock = threading.Lock()
         self._local = threading.local()
         self._next_prune = time.monotonic() + PRUNE_INTERVAL
@@ -106,6 +147,7 @@ class Worker:
         helpers = [
             threading.Thread(target=self._heartbeat, name="df-heartbeat", daemon=True),
             threading.Thread(target=self._maintain, name="df-maintenance", daemon=True),
+            threading.Thread(target=self._watch, name="df-watchdog", daemon=True),
         ]
         if self.is_postgres:
             helpers.append(threading.Thread(target=self._listen, name="df-listen", daemon=True))
@@ -255,33 +297,36 @@ class Worker:
         assert self.row is not None
         limit = getattr(self._local, "batch", 1)
         began = time.monotonic()
-        # The claim is the group's first statement: it commits with the first checkpoints.
+        # The claim commits at once (its own statement): a run that kills its worker
+        # then reads "running", is taken back after the lease, and the crash counts.
         group = CommitGroup(self.using, self._release_after_error)
         try:
-            if self.is_postgres:
-                group.begin()
             token, runs = state.claim(
                 self.using, self.row.pk, self.queues or None, registry.ids(), limit=limit
             )
         except DatabaseError as exc:
             log_db_error("claiming failed", exc)
-            group.abort(exc)
             self._reset_connection()
-            time.sleep(min(self.poll_interval, 1.0))
+            failures = getattr(self._local, "claim_failures", 0) + 1
+            self._local.claim_failures = failures
+            time.sleep(min(self.poll_interval * 2 ** (failures - 1), 5.0))
             return False
+        self._local.claim_failures = 0
         group.token = token
-        for index, run in enumerate(runs):
-            fault_point("after_claim")
-            if not self._execute(run, token, group) and index + 1 < len(runs):
-                # Not a quick run: the rest of the batch goes back to the queue, for
-                # any free worker, rather than wait behind it (or, after a crash,
-                # for its lease to expire).
-                self._hand_back(runs[index + 1 :], token, group)
-                break
+        batch = Batch(runs, token, group)
+        with self._lock:
+            self._batches[threading.get_ident()] = batch
         try:
+            while (run := batch.next()) is not None:
+                fault_point("after_claim")
+                if not self._execute(run, token, group):
+                    # Not a quick run: the rest of the batch goes back to the queue, for
+                    # any free worker, rather than wait behind it.
+                    self._hand_back(batch.take_rest(), token, group)
             group.commit()
-        except LeaseLost as exc:
-            log.warning("%s", exc)
+        finally:
+            with self._lock:
+                self._batches.pop(threading.get_ident(), None)
         self._adapt_batch(len(runs), group.completed, time.monotonic() - began)
         return bool(runs)
 
@@ -307,10 +352,13 @@ class Worker:
                 group.commit()  # what is pending is not kept waiting behind this run
             execution = Execution(run, token, function, self.using, self.stopping, grouped)
             execution.execute()
+            if self._engine_failures:
+                with self._lock:
+                    self._engine_failures.pop(run.pk, None)
             return execution.group is not None
         except LeaseLost as exc:
             log.warning("run %s: lease lost (%s)", run.pk, exc)
-        except Exception as exc:
+        except BaseException as exc:  # the engine's, or the database's: never the thread's end
             log_db_error("run %s: could not execute; releasing it", exc, run.pk)
             group.abort(exc)
             self._reset_connection()
@@ -321,11 +369,11 @@ class Worker:
         return False
 
     def _hand_back(self, runs: list[Run], token: str, group: CommitGroup) -> None:
+        if not runs:
+            return
         try:
             group.commit()
             state.hand_back(runs, token, self.using)
-        except LeaseLost as exc:
-            log.warning("%s", exc)
         except DatabaseError as exc:
             log_db_error("could not hand back %d claimed run(s)", exc, len(runs))
             self._reset_connection()
@@ -370,17 +418,30 @@ class Worker:
         return True
 
     def _release_after_error(self, run: Run, token: str) -> None:
-        """Hand the run back; while the database is unreachable, keep trying from the loop."""
+        """The engine could not record the run: hand it back after a back-off that doubles
+        with each failure in a row, and fail it after MAX_ENGINE_FAILURES. While the
+        database is unreachable, keep trying from the loop."""
         with self._lock:
-            self._stranded.append((run, token))
+            if len(self._engine_failures) > 10_000:
+                self._engine_failures.clear()
+            failures = self._engine_failures.get(run.pk, 0) + 1
+            self._engine_failures[run.pk] = failures
+            self._stranded.append((run, token, failures))
         self._release_stranded()
 
     def _release_stranded(self) -> None:
         with self._lock:
             stranded, self._stranded = self._stranded, []
-        for index, (run, token) in enumerate(stranded):
+        for index, (run, token, failures) in enumerate(stranded):
             try:
-                state.release(run, token, self.using, clock.now())
+                if failures >= MAX_ENGINE_FAILURES:
+                    log.error("run %s: not recorded %d times; failing it", run.pk, failures)
+                    error = _engine_error(failures)
+                    state.finish(run, token, self.using, RunStatus.FAILED, error=error)
+                    continue
+                delay = min(0.1 * 2 ** (failures - 1), ENGINE_BACKOFF_MAX)
+                log.warning("run %s: handed back, to execute again in %.1fs", run.pk, delay)
+                state.release(run, token, self.using, clock.now() + timedelta(seconds=delay))
             except LeaseLost:
                 continue
             except DatabaseError:
@@ -457,11 +518,46 @@ class Worker:
         if time.monotonic() >= self._next_prune:
             self._next_prune = time.monotonic() + PRUNE_INTERVAL
             flow_control.prune(self.using)
+        self._sweep(lease)
         rescued = state.rescue_orphans(self.using, workers.values("id"))
         rescued += parallel.rescue_orphan_tasks(self.using, workers.values("id"))
         if rescued:
             log.warning("took back %d run(s) from workers that stopped heartbeating", rescued)
             self._wake_all()
+
+    def _sweep(self, lease: float) -> None:
+        """Runs leased to this worker that none of its threads holds (a thread that died,
+        a lease left behind by a bug) go back to the queue, not stay running forever."""
+        assert self.row is not None
+        with self._lock:
+            held = [pk for batch in self._batches.values() for pk in batch.held()]
+        stale = clock.now() - timedelta(seconds=lease)
+        swept = state.sweep(self.using, self.row.pk, held, stale)
+        if swept:
+            log.warning("handed back %d run(s) leased to this worker but held by none", swept)
+            self._wake_all()
+
+    def _watch(self) -> None:
+        """The watchdog: when a thread's run is slow, hand back the runs claimed with it,
+        and commit what waits behind it (see ``CommitGroup.flush_stalled``)."""
+        try:
+            while not self._done.wait(WATCHDOG_INTERVAL):
+                with self._lock:
+                    batches = list(self._batches.values())
+                for batch in batches:
+                    since = batch.since
+                    if since is None or time.monotonic() - since < SLOW_RUN_SECONDS:
+                        continue
+                    try:
+                        rest = batch.take_rest()
+                        if rest:
+                            state.hand_back(rest, batch.token, self.using)
+                        batch.group.flush_stalled()
+                    except DatabaseError as exc:
+                        log_db_error("the watchdog could not hand back or commit", exc)
+                        self._reset_connection()
+        finally:
+            connections.close_all()
 
     def _maintain(self) -> None:
         """Cron ticks and timeouts, about once a second (see ``maintenance``)."""
@@ -495,3 +591,11 @@ class Worker:
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                 log.warning("LISTEN connection lost (%s); polling until it is back", first)
                 self._done.wait(1.0)
+
+
+def _engine_error(failures: int) -> dict[str, Any]:
+    return {
+        "type": "EngineError",
+        "message": f"the worker could not record the run's progress {failures} times in a "
+        "row (see the worker's log); it was failed rather than retried forever",
+    }

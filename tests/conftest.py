@@ -44,12 +44,13 @@ def is_postgres() -> bool:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if os.environ.get("DATABASE_URL", "").startswith(("postgres", "pgsql")):
-        return
-    deselected = [item for item in items if item.get_closest_marker("postgres")]
+    """Tests marked ``postgres`` run only on PostgreSQL, ``sqlite`` only on SQLite."""
+    on_postgres = os.environ.get("DATABASE_URL", "").startswith(("postgres", "pgsql"))
+    other = "sqlite" if on_postgres else "postgres"
+    deselected = [item for item in items if item.get_closest_marker(other)]
     if deselected:
         config.hook.pytest_deselected(items=deselected)
-        items[:] = [item for item in items if not item.get_closest_marker("postgres")]
+        items[:] = [item for item in items if not item.get_closest_marker(other)]
 
 
 class WorkerProcess:

@@ -242,3 +242,9 @@ def _seen_elsewhere(run_id: str) -> list[int]:
 def checkpoint_visible(ctx: df.Context) -> list[int]:
     ctx.step.run("first", record, "first", ctx.run_id)
     return ctx.step.run("second", _seen_elsewhere, ctx.run_id)
+
+
+from . import flows_failures  # noqa: E402, F401 - failing, crashing and slow steps
+
+
+from . import model_flows  # noqa: E402, F401 - programs of tests/model_based.py

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
-from django.db import transaction
+from django.db import connections, transaction
 
 from .. import clock
 from ..conf import flow_settings
@@ -28,6 +28,7 @@ from ..exceptions import (
     RunCancelled,
     StepError,
     TooManyStepsError,
+    WorkerCrashed,
 )
 from ..faults import fault_point
 from ..models import Run, RunStatus, Step, StepKind, StepStatus
@@ -44,6 +45,10 @@ DONE = (StepStatus.COMPLETED, StepStatus.FAILED)
 
 class Suspended(Interrupt):
     """The run's next state is already committed (a retry is scheduled)."""
+
+
+class _Crashed(Interrupt):
+    """The workers executing the run died more often than its retries allow."""
 
 
 class Released(Interrupt):
@@ -86,6 +91,9 @@ class Execution:
         self._position = 0
         self._in_step = False
         self.cancel_requested = run.cancel_requested
+        # Crashes (the worker died while it held the run) counted since the run last
+        # recorded an attempt: the first step not yet completed is charged with them.
+        self._crashes = state.crashes(run)
         # Steps reached inside ``ctx.group.parallel`` while planning (engine/parallel.py).
         self._planning: list[Any] | None = None
         event = Event.from_model(run.event) if run.event_id and run.event else None
@@ -103,6 +111,13 @@ class Execution:
     def execute(self) -> None:
         run, using = self.run, self.using
         try:
+            if self._crashes:
+                # A run whose worker died executes alone (not in a group commit), and
+                # the crash is counted before any of its code runs again.
+                self._leave_group()
+                if self._crashes > self.function.retries:
+                    raise _Crashed()
+                state.count_crash(run, self.token, using)
             try:
                 self._boundary()
                 value = self.function.fn(self.ctx)
@@ -131,12 +146,16 @@ class Execution:
         except Released:
             state.release(run, self.token, using, clock.now())
         except LeaseLost as exc:
-            log.warning("run %s: lease lost, leaving it to its new owner (%s)", run.pk, exc)
+            state.lease_lost(run, self.token, using, exc)
         except Suspended:
             pass
+        except _Crashed:
+            self._fail_crashed()
         except (StepError, NonRetriableError, NonDeterminismError) as exc:
             self._fail(exc)
-        except Exception as exc:
+        except Interrupt:
+            raise
+        except BaseException as exc:  # user code's: SystemExit, KeyboardInterrupt too
             self._function_error(exc)
 
     def _commit_group(self, *, leave: bool) -> None:
@@ -166,12 +185,24 @@ class Execution:
             memo.kind == StepKind.WAIT_FOR_EVENT for memo in self.memos.values()
         )
 
+    def _fail_crashed(self) -> None:
+        error = {
+            "type": state.WORKER_CRASHED,
+            "message": f"the workers executing the run died {self._crashes} times "
+            f"(its process was killed or crashed), more than its {self.function.retries} "
+            "retries allow",
+        }
+        log.info("run %s of %s failed: %s", self.run.pk, self.function.id, error["message"])
+        state.finish(
+            self.run, self.token, self.using, RunStatus.FAILED, error=error, crashed=self._crashes
+        )
+
     def _fail(self, exc: BaseException) -> None:
         error = retry.error_dict(exc)
         log.info("run %s of %s failed: %s", self.run.pk, self.function.id, error["message"])
         state.finish(self.run, self.token, self.using, RunStatus.FAILED, error=error)
 
-    def _function_error(self, exc: Exception) -> None:
+    def _function_error(self, exc: BaseException) -> None:
         """Code outside steps raised: retry the function per ``retries``, then fail."""
         failures = self.run.attempt + 1
         when = retry.retry_at(exc, failures, self.function.retries)
@@ -256,6 +287,11 @@ class Execution:
             raise self._step_error(name, memo.error or {})
         self._boundary()
         attempt = memo.attempts if memo else 0
+        if self._crashes:
+            # The worker died inside this step (the first one not completed): each
+            # crash was a failed attempt, recorded before the step executes again.
+            attempt, self._crashes = max(attempt, self._crashes), 0
+            memo = self._save_crashes(memo, name, kind, position, attempt)
         self.ctx.attempt = attempt
         started_at = memo.started_at if memo and memo.started_at else clock.now()
         checkpoint = {
@@ -267,7 +303,15 @@ class Execution:
             "started_at": started_at,
             "error": None,
         }
-        if self.group is not None and (not atomic or self._planning is not None):
+        if attempt > self.function.retries:
+            # Crashes alone take a step past its retries unfailed (parallel step tasks).
+            crashed = WorkerCrashed(f"the workers executing step {name!r} died {attempt} times")
+            return self._step_failed(crashed, memo, checkpoint)
+        # A retried step (it has a record) updates its record: not in the group, whose
+        # statement only inserts new checkpoints.
+        if self.group is not None and (
+            not atomic or self._planning is not None or memo is not None or attempt
+        ):
             self._leave_group()
         if self.group is not None:
             return self._grouped_step(fn, args, checkpoint)
@@ -275,10 +319,10 @@ class Execution:
         fast = memo is None and self.one_statement_checkpoints and sql.is_postgres(self.using)
         try:
             if atomic:
-                with transaction.atomic(using=self.using), self._inside_step():
-                    cancel = False if fast else self._fence()
+                with self._step_transaction() as fenced, self._inside_step():
                     output = state.encode_output(fn(*args))
                     fault_point("after_effect")
+                    cancel = False if fast else fenced()
                     cancel, step = self._record(memo, fast, cancel, output=output, **checkpoint)
             else:
                 with self._inside_step():
@@ -290,13 +334,78 @@ class Execution:
             fault_point("after_checkpoint")
         except Interrupt:
             raise
-        except Exception as exc:
+        except BaseException as exc:  # user code: any exception, SystemExit included
             return self._step_failed(exc, memo, checkpoint)
         finally:
             self.ctx.attempt = self.run.attempt
         self.cancel_requested = self.cancel_requested or cancel
         self.memos[name] = step
         return output
+
+    @contextmanager
+    def _step_transaction(self) -> Iterator[Callable[[], bool]]:
+        """An atomic step's transaction. It locks the run only at its end (the fence),
+        so a cancel, or a look at the run, never waits on a step being executed.
+
+        SQLite: the transaction begins deferred and takes the write lock at the step's
+        first statement (fencing then) or at its checkpoint, so a step that computes or
+        calls out for a long time blocks no other writer meanwhile.
+
+        Yields ``fenced()``: fence now unless done already; whether a cancel was requested.
+        """
+        fenced: list[bool] = []
+        fencing = False
+
+        def fence() -> bool:
+            nonlocal fencing
+            if not fenced and not fencing:
+                fencing = True
+                try:
+                    fenced.append(self._fence())
+                finally:
+                    fencing = False
+            return fenced[0] if fenced else False
+
+        if sql.is_postgres(self.using):
+            with transaction.atomic(using=self.using):
+                yield fence
+            return
+
+        def fence_first(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+            fence()
+            return execute(sql, params, many, context)
+
+        connection: Any = connections[self.using]
+        connection.ensure_connection()  # connecting would set the mode again
+        mode = connection.transaction_mode
+        connection.transaction_mode = None  # BEGIN DEFERRED: no lock until a write
+        try:
+            with transaction.atomic(using=self.using), connection.execute_wrapper(fence_first):
+                yield fence
+        finally:
+            connection.transaction_mode = mode
+
+    def _save_crashes(
+        self, memo: Step | None, name: str, kind: StepKind, position: int, attempts: int
+    ) -> Step:
+        self._leave_group()
+        with transaction.atomic(using=self.using):
+            self._fence()
+            step = state.save_step(
+                self.using,
+                self.run,
+                memo,
+                name=name,
+                kind=kind,
+                position=position,
+                status=StepStatus.RUNNING,
+                attempts=attempts,
+                error=state.crashed_error(),
+                started_at=memo.started_at if memo and memo.started_at else clock.now(),
+                ended_at=None,
+            )
+        self.memos[name] = step
+        return step
 
     def _grouped_step(
         self, fn: Callable[..., Any], args: tuple[Any, ...], checkpoint: dict[str, Any]
@@ -305,11 +414,11 @@ class Execution:
         the group commits (with the run's completion, if the run ends after it)."""
         assert self.group is not None
         try:
-            with self.group.step(), self._inside_step():
+            with self.group.step(self.run), self._inside_step():
                 output = state.encode_output(fn(*args))
         except Interrupt:
             raise
-        except Exception as exc:
+        except BaseException as exc:  # user code: any exception, SystemExit included
             self._leave_group()
             return self._step_failed(exc, None, checkpoint)
         fault_point("after_effect")
@@ -354,7 +463,9 @@ class Execution:
     def _save(self, memo: Step | None, **fields: Any) -> Step:
         return state.save_step(self.using, self.run, memo, ended_at=clock.now(), **fields)
 
-    def _step_failed(self, exc: Exception, memo: Step | None, checkpoint: dict[str, Any]) -> Any:
+    def _step_failed(
+        self, exc: BaseException, memo: Step | None, checkpoint: dict[str, Any]
+    ) -> Any:
         failures = checkpoint["attempts"]
         when = retry.retry_at(exc, failures, self.function.retries)
         error = retry.error_dict(exc)

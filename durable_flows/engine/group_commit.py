@@ -12,7 +12,21 @@ The guarantees are those of one commit per step: an atomic step's writes and its
 checkpoint commit together or not at all; a crash before a commit rolls back
 everything in it, and those runs execute again, exactly as after a crash before
 a step's own commit. Pending work waits at most ``MAX_PENDING_SECONDS`` before
-another step starts (it may wait longer behind one slow step).
+another step starts.
+
+Failures stay with the run that caused them:
+
+- A step that wrote to the database is committed before any other step starts,
+  so the transaction never holds more than one step's writes. What else is
+  pending is only checkpoints and completions kept in memory.
+- A slow step holds only itself: once a step has run for ``STALLED_SECONDS``,
+  the worker's watchdog writes what is pending, on its own connection
+  (``flush_stalled``).
+- If writing the group fails, each run's part is written again on its own, so
+  one bad run is handed back alone (``on_failure``) and the others commit.
+
+The claim is committed before the group begins (a run that kills its worker
+then reads "running" and is taken back, counting the crash).
 
 A run that does anything else (a sleep, a non-atomic step, an error...) commits
 the group first and goes on as usual, one transaction per step.
@@ -24,6 +38,7 @@ holding the write lock for whole groups would starve the others.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -35,7 +50,7 @@ from .. import clock
 from ..events import events_stored
 from ..exceptions import LeaseLost
 from ..faults import fault_point
-from ..models import Run, Step
+from ..models import Run, RunStatus, Step
 from ..registry import Function, registry
 from . import state
 
@@ -43,6 +58,8 @@ log = logging.getLogger("durable_flows.worker")
 
 _SAVEPOINT = "df_group_step"
 MAX_PENDING_SECONDS = 0.05
+# A step running this long is slow: the watchdog commits what waits behind it.
+STALLED_SECONDS = 0.2
 
 
 def eligible(function: Function) -> bool:
@@ -52,40 +69,55 @@ def eligible(function: Function) -> bool:
 
 
 class CommitGroup:
-    """Pending checkpoints and completions of the runs executed since the last commit."""
+    """Pending checkpoints and completions of the runs executed since the last commit.
+
+    Used by one executor thread; the worker's watchdog may flush it from another
+    (``flush_stalled``), so its state changes under a lock.
+    """
 
     def __init__(self, using: str, on_failure: Callable[[Run, str], None]) -> None:
         self.using = using
-        self.token = ""  # the lease token of the claim made inside the group
+        self.token = ""  # the lease token of the claim the group's runs came from
         self.on_failure = on_failure  # hands back a run whose pending work was rolled back
+        self._lock = threading.RLock()
         self._atomic: Any = None
         self._steps: list[Step] = []
         self._completed: list[tuple[Run, Any]] = []
         self._since = 0.0
+        self._dirty: str | None = None  # the run whose step wrote in the open transaction
+        self._stepping_since: float | None = None  # when the step executing now began
+        self._outcomes: dict[str, str] = {}  # run going on -> "cancel" or "lost"
         self.completed = 0  # runs completed through the group, in all its commits
 
-    def begin(self) -> None:
+    def _begin(self) -> None:
         if self._atomic is None:
             self._atomic = transaction.atomic(using=self.using)
             self._atomic.__enter__()
             self._since = time.monotonic()
 
     def must_commit_before(self, run: Run) -> bool:
-        """Before ``run`` reaches a step: has it work pending, or has the group waited enough?"""
-        return self._atomic is not None and (
-            any(step.run_id == run.pk for step in self._steps)
-            or time.monotonic() - self._since > MAX_PENDING_SECONDS
-        )
+        """Before ``run`` reaches a step: has it work pending, does the transaction hold a
+        step's writes, or has the group waited enough?"""
+        with self._lock:
+            return self._dirty is not None or (
+                self._atomic is not None
+                and (
+                    any(step.run_id == run.pk for step in self._steps)
+                    or time.monotonic() - self._since > MAX_PENDING_SECONDS
+                )
+            )
 
     @contextmanager
-    def step(self) -> Iterator[None]:
-        """Run a step's function inside the group's transaction.
+    def step(self, run: Run) -> Iterator[None]:
+        """Run a step's function of ``run`` inside the group's transaction.
 
         A savepoint is made only when the function touches the database (before
         its first statement), so that a failing step undoes its own writes and
         nothing of the other runs; a step that writes nothing costs no round trip.
         """
-        self.begin()
+        with self._lock:
+            self._begin()
+            self._stepping_since = time.monotonic()
         connection = connections[self.using]
         made = False
 
@@ -93,6 +125,8 @@ class CommitGroup:
             nonlocal made
             if not made:
                 made = True
+                with self._lock:
+                    self._dirty = run.pk
                 _raw(connection, f"SAVEPOINT {_SAVEPOINT}")
             return execute(sql, params, many, context)
 
@@ -104,15 +138,24 @@ class CommitGroup:
                 _raw(connection, f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
                 _raw(connection, f"RELEASE SAVEPOINT {_SAVEPOINT}")
                 transaction.set_rollback(False, using=self.using)
+                with self._lock:
+                    self._dirty = None
             raise
+        finally:
+            with self._lock:
+                self._stepping_since = None
         if made:
             _raw(connection, f"RELEASE SAVEPOINT {_SAVEPOINT}")
 
     def add_step(self, step: Step) -> None:
-        self._steps.append(step)
+        with self._lock:
+            self._begin()
+            self._steps.append(step)
 
     def add_completed(self, run: Run, output: Any) -> None:
-        self._completed.append((run, output))
+        with self._lock:
+            self._begin()
+            self._completed.append((run, output))
 
     def _take(self) -> tuple[list[Step], list[tuple[Run, Any]], dict[str, Run]]:
         """Empty the group: its pending steps, completions, and the runs they belong to."""
@@ -124,58 +167,70 @@ class CommitGroup:
 
     def commit(self, leaving: Run | None = None) -> bool:
         """Write what is pending and commit. ``leaving``: the run about to go on (its next
-        step, or outside the group); returns whether a cancel was requested for it.
-
-        If the commit fails, everything in it was rolled back: its runs (and
-        ``leaving``) are handed back to execute again, and ``LeaseLost`` is raised.
+        step, or outside the group); returns whether a cancel was requested for it, and
+        raises ``LeaseLost`` if it may not go on (its lease was lost, or its pending
+        work could not be written and it was handed back).
         """
-        if self._atomic is None:
-            return False
-        atomic, self._atomic = self._atomic, None
-        steps, completed, pending = self._take()
+        with self._lock:
+            if self._atomic is not None:
+                atomic, self._atomic = self._atomic, None
+                dirty, self._dirty = self._dirty, None
+                self._write(atomic, dirty, *self._take())
+            outcome = self._outcomes.pop(leaving.pk, None) if leaving is not None else None
+            if leaving is None:
+                self._outcomes.clear()
+        if outcome == "lost":
+            raise LeaseLost(f"run {leaving.pk} may not go on here")  # type: ignore[union-attr]
+        return outcome == "cancel"
+
+    def flush_stalled(self) -> bool:
+        """From the watchdog: if a step has been executing for ``STALLED_SECONDS``, write
+        what waits behind it on this thread's connection: checkpoints and completions
+        held in memory (the open transaction holds no other step's writes: a step that
+        wrote is committed before the next one starts)."""
+        with self._lock:
+            since = self._stepping_since
+            if since is None or time.monotonic() - since < STALLED_SECONDS:
+                return False
+            if not (self._steps or self._completed):
+                return False
+            steps, completed, runs = self._take()
+            atomic = transaction.atomic(using=self.using)
+            atomic.__enter__()
+            self._write(atomic, None, steps, completed, runs)
+            return True
+
+    def _write(
+        self,
+        atomic: Any,
+        dirty: str | None,
+        steps: list[Step],
+        completed: list[tuple[Run, Any]],
+        runs: dict[str, Run],
+    ) -> None:
+        """Write and commit (``atomic`` open); on failure, retry each run on its own."""
+        if not steps and not completed:
+            atomic.__exit__(None, None, None)  # nothing, or a step that wrote nothing yet
+            return
+        try:
+            written = self._write_all(atomic, steps, completed)
+        except DatabaseError as exc:
+            log.warning("a group commit failed; writing its %d run(s) apart: %s", len(runs), exc)
+            self._write_each(dirty, steps, completed, runs)
+            return
+        self._settle(written, steps, completed)
+
+    def _write_all(
+        self, atomic: Any, steps: list[Step], completed: list[tuple[Run, Any]]
+    ) -> state.GroupWrite:
+        """One statement (and its commit). When the transaction has not begun on the
+        server (the steps wrote nothing) and the lifecycle events start no runs, it is
+        its own transaction."""
         done = {run.pk for run, _ in completed}
         going_on = list({s.run_id: s.run for s in steps if s.run_id not in done}.values())
-        try:
-            if not steps and not completed:
-                atomic.__exit__(None, None, None)  # the claim alone, or nothing
-                return False
-            if not completed and len(steps) == 1 and self._nothing_sent():
-                written = self._checkpoint(atomic, going_on[0], steps[0])
-            else:
-                written = self._commit_all(atomic, going_on, completed, steps)
-        except (DatabaseError, LeaseLost) as exc:
-            if leaving is not None:
-                pending[leaving.pk] = leaving
-            for run in pending.values():
-                self.on_failure(run, self.token)
-            raise LeaseLost(f"a group commit failed and was rolled back: {exc}") from exc
-        fault_point("after_checkpoint")
-        self.completed += len(written.done)
-        if len(written.done) < len(completed):
-            log.warning(
-                "%d run(s) completed here had been taken over", len(completed) - len(written.done)
-            )
-        if leaving is None or leaving.pk not in {run.pk for run in going_on}:
-            return False
-        if leaving.pk not in written.fenced:
-            raise LeaseLost(f"run {leaving.pk} is no longer leased to this worker")
-        return leaving.pk in written.cancel
-
-    def _checkpoint(self, atomic: Any, run: Run, step: Step) -> state.GroupWrite:
-        """One run's one step, and no statement sent yet (the step wrote nothing): fence and
-        checkpoint are one statement, its own transaction."""
-        atomic.__exit__(None, None, None)  # nothing to commit: no round trip
-        try:
-            cancel = state.checkpoint_step(step, self.token, self.using)
-        except LeaseLost:
-            return state.GroupWrite(True, False, set(), set(), set())
-        return state.GroupWrite(True, False, set(), {run.pk}, {run.pk} if cancel else set())
-
-    def _commit_all(
-        self, atomic: Any, going_on: list[Run], completed: list[Any], steps: list[Step]
-    ) -> state.GroupWrite:
-        """One statement. When the transaction has not begun on the server (the steps
-        wrote nothing) and the lifecycle events start no runs, it is its own transaction."""
+        if not completed and len(steps) == 1 and self._nothing_sent():
+            atomic.__exit__(None, None, None)  # nothing to commit: no round trip
+            return self._checkpoint(going_on[0], steps[0])
         now = clock.now()
         rows = state.lifecycle_rows(completed, now)
         starts_runs = any(registry.matching(row.as_dict()) for row in rows)
@@ -200,6 +255,72 @@ class CommitGroup:
         atomic.__exit__(None, None, None)
         return written
 
+    def _write_each(
+        self,
+        dirty: str | None,
+        steps: list[Step],
+        completed: list[tuple[Run, Any]],
+        runs: dict[str, Run],
+    ) -> None:
+        """After a failed group write (rolled back): each run's part in a transaction of
+        its own. The run whose step's writes were rolled back executes again; a run
+        whose part still cannot be written is handed back alone."""
+        for run_id, run in runs.items():
+            if run_id == dirty:
+                self._lost(run)
+                continue
+            own_steps = [step for step in steps if step.run_id == run_id]
+            own_completed = [(r, output) for r, output in completed if r.pk == run_id]
+            try:
+                atomic = transaction.atomic(using=self.using)
+                atomic.__enter__()
+                written = self._write_all(atomic, own_steps, own_completed)
+            except DatabaseError as exc:
+                log.warning("run %s: its checkpoint could not be written: %s", run_id, exc)
+                self._lost(run)
+                continue
+            self._settle(written, own_steps, own_completed)
+
+    def _lost(self, run: Run) -> None:
+        self._outcomes[run.pk] = "lost"
+        self.on_failure(run, self.token)
+
+    def _settle(
+        self, written: state.GroupWrite, steps: list[Step], completed: list[tuple[Run, Any]]
+    ) -> None:
+        """After a commit: count completions, cancel the completed runs asked to cancel,
+        and note what the runs going on may do."""
+        fault_point("after_checkpoint")
+        self.completed += len(written.done)
+        for run, _ in completed:
+            if run.pk in written.cancel:
+                state.finish(
+                    run,
+                    self.token,
+                    self.using,
+                    RunStatus.CANCELLED,
+                    error=state.cancel_reason(run, self.using),
+                )
+            elif run.pk not in written.done:
+                log.warning("run %s completed here had been taken over", run.pk)
+        done = {run.pk for run, _ in completed}
+        for step in steps:
+            if step.run_id in done:
+                continue
+            if step.run_id not in written.fenced:
+                self._outcomes[step.run_id] = "lost"
+            elif step.run_id in written.cancel:
+                self._outcomes[step.run_id] = "cancel"
+
+    def _checkpoint(self, run: Run, step: Step) -> state.GroupWrite:
+        """One run's one step, and no statement sent yet (the step wrote nothing): fence and
+        checkpoint are one statement, its own transaction."""
+        try:
+            cancel = state.checkpoint_step(step, self.token, self.using)
+        except LeaseLost:
+            return state.GroupWrite(True, False, set(), set(), set())
+        return state.GroupWrite(True, False, set(), {run.pk}, {run.pk} if cancel else set())
+
     def _nothing_sent(self) -> bool:
         """Has the transaction not begun on the server yet?"""
         from psycopg.pq import TransactionStatus
@@ -209,10 +330,12 @@ class CommitGroup:
 
     def abort(self, exc: BaseException) -> None:
         """Roll back what is pending (an unexpected error) and hand its runs back."""
-        if self._atomic is None:
-            return
-        atomic, self._atomic = self._atomic, None
-        _, _, pending = self._take()
+        with self._lock:
+            if self._atomic is None:
+                return
+            atomic, self._atomic = self._atomic, None
+            self._dirty = None
+            _, _, pending = self._take()
         try:
             atomic.__exit__(type(exc), exc, exc.__traceback__)
         except DatabaseError:

@@ -25,6 +25,7 @@ import logging
 from typing import Any
 
 from django.db import connections, transaction
+from django.db.models import F
 
 from .. import clock, notify
 from ..exceptions import (
@@ -218,13 +219,26 @@ def tasks_due(using: str, function_ids: list[str], queues: list[str] | None, whe
 
 
 def rescue_orphan_tasks(using: str, live_worker_ids: Any) -> int:
-    """Requeue step tasks held by workers that stopped heartbeating."""
-    return (
-        StepTask.objects.using(using)
-        .filter(status=StepTaskStatus.RUNNING)
-        .exclude(lease_owner__in=live_worker_ids)
-        .update(status=StepTaskStatus.QUEUED, lease_owner=None, lease_token=None)
-    )
+    """Requeue step tasks held by workers that stopped heartbeating. The worker died
+    while it executed the task's step: a failed attempt of that step, so a step that
+    kills its process fails after its retries."""
+    with transaction.atomic(using=using):
+        orphans = list(
+            StepTask.objects.using(using)
+            .select_for_update()
+            .filter(status=StepTaskStatus.RUNNING)
+            .exclude(lease_owner__in=live_worker_ids)
+            .values_list("pk", "run_id", "step_name")
+        )
+        for _, run_id, step_name in orphans:
+            Step.objects.using(using).filter(
+                run_id=run_id, name=step_name, status=StepStatus.RUNNING
+            ).update(attempts=F("attempts") + 1)
+        return (
+            StepTask.objects.using(using)
+            .filter(pk__in=[pk for pk, _, _ in orphans], status=StepTaskStatus.RUNNING)
+            .update(status=StepTaskStatus.QUEUED, lease_owner=None, lease_token=None)
+        )
 
 
 def release_task(task: StepTask, token: str, using: str) -> None:
@@ -246,6 +260,7 @@ class TaskExecution(Execution):
         self.task = task
         self.target = task.step_name
         self.reached = False
+        self._crashes = 0  # a task's crashes are its own (rescue_orphan_tasks)
 
     def execute(self) -> None:
         try:
@@ -260,7 +275,9 @@ class TaskExecution(Execution):
             return
         except (Suspended, LeaseLost):
             return
-        except Exception as exc:
+        except Interrupt:
+            raise
+        except BaseException as exc:
             # Code outside the target failed on replay: the run itself will meet it.
             log.info("run %s: step task %s ended early: %r", self.run.pk, self.target, exc)
         self._finish()

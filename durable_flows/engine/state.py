@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import IntegrityError, connections, transaction
-from django.db.models import Value
+from django.db.models import F, Value
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce
 
@@ -23,6 +24,8 @@ from ..events import json_bytes, send_system
 from ..exceptions import LeaseLost, StepOutputError
 from ..models import Event, Run, RunStatus, Step, StepStatus, Wait, WaitPath, new_id
 from . import flow_control, sql
+
+log = logging.getLogger("durable_flows.worker")
 
 FINISHED_EVENT = "durable_flows/function.finished"
 FAILED_EVENT = "durable_flows/function.failed"
@@ -166,12 +169,64 @@ def _claim_sql(with_queues: bool) -> str:
     """  # noqa: S608 - only table and column names are interpolated
 
 
+WORKER_CRASHED = "WorkerCrashed"
+
+
 def rescue_orphans(using: str, live_worker_ids: Any) -> int:
-    """Put runs held by dead workers back in the queue; they replay from their checkpoints."""
+    """Put runs held by dead workers back in the queue; they replay from their checkpoints.
+
+    The worker died while it held them (a step that killed its process, the OOM
+    killer, a SIGKILL...): that counts as a failed attempt of each (``attempt``),
+    so a run that kills every worker that executes it fails after its retries
+    instead of crash-looping them all.
+    """
     now = clock.now()
     return (
         Run.objects.using(using)
         .orphaned(live_worker_ids)
+        .update(
+            status=RunStatus.QUEUED,
+            lease_owner=None,
+            lease_token=None,
+            available_at=now,
+            updated_at=now,
+            attempt=F("attempt") + 1,
+            error=Value(crashed_error(), output_field=Run._meta.get_field("error")),
+        )
+    )
+
+
+def crashed_error(counted: bool = False) -> dict[str, Any]:
+    error = {
+        "type": WORKER_CRASHED,
+        "message": "the worker executing the run died (its process was killed or crashed)",
+    }
+    return {**error, "counted": True} if counted else error
+
+
+def crashes(run: Run) -> int:
+    """Failed attempts that were crashes not yet charged to a step (0 if none)."""
+    error = run.error
+    if isinstance(error, dict) and error.get("type") == WORKER_CRASHED:
+        return 0 if error.get("counted") else run.attempt
+    return 0
+
+
+def count_crash(run: Run, token: str, using: str) -> None:
+    """The crash is being charged to the step it interrupted: never charge it twice."""
+    run.error = crashed_error(counted=True)
+    if not _held(run, token, using).update(error=run.error):
+        raise LeaseLost(f"run {run.pk} is no longer leased to this worker")
+
+
+def sweep(using: str, worker_id: str, held: list[str], stale: datetime) -> int:
+    """Put back in the queue the runs leased to ``worker_id`` (alive) since before
+    ``stale`` that none of its threads holds."""
+    now = clock.now()
+    return (
+        Run.objects.using(using)
+        .filter(status=RunStatus.RUNNING, lease_owner=worker_id, updated_at__lt=stale)
+        .exclude(pk__in=held)
         .update(
             status=RunStatus.QUEUED,
             lease_owner=None,
@@ -274,6 +329,17 @@ def save_step(using: str, run: Run, existing: Step | None, **fields: Any) -> Ste
     except IntegrityError:
         raise LeaseLost(f"step {fields.get('name')!r} of run {run.pk} was recorded elsewhere")
     return step
+
+
+def lease_lost(run: Run, token: str, using: str, exc: LeaseLost) -> None:
+    """The executor was told it may not go on with ``run``: leave it to its new owner if
+    another worker really holds it; if this worker still does (its work could not be
+    recorded), give it back to the queue so that it is not left running, held by no one."""
+    if _held(run, token, using).exists():
+        log.warning("run %s: could not record its progress (%s); handing it back", run.pk, exc)
+        release(run, token, using, clock.now() + timedelta(seconds=1))
+    else:
+        log.warning("run %s: no longer leased to this worker (%s); leaving it", run.pk, exc)
 
 
 def release(run: Run, token: str, using: str, available_at: datetime, **fields: Any) -> None:
@@ -414,10 +480,13 @@ def finish(
     output: Any = None,
     error: dict[str, Any] | None = None,
     close_waits: bool = True,
+    crashed: int = 0,
 ) -> None:
     """End the run and send its lifecycle event, in one transaction.
 
-    ``close_waits=False`` skips disarming waits, for a run that cannot have any."""
+    ``close_waits=False`` skips disarming waits, for a run that cannot have any.
+    ``crashed``: the run fails because its workers died this many times; the step
+    they died in (still marked running) fails with it."""
     now = clock.now()
     with transaction.atomic(using=using):
         updated = _held(run, token, using).update(
@@ -433,6 +502,10 @@ def finish(
         if updated != 1:
             raise LeaseLost(f"run {run.pk} is no longer leased to this worker")
         run.status, run.output, run.error, run.ended_at = status, output, error, now
+        if crashed:
+            Step.objects.using(using).filter(run_id=run.pk, status=StepStatus.RUNNING).update(
+                status=StepStatus.FAILED, error=error, ended_at=now, attempts=crashed
+            )
         if close_waits or run.parent_run_id:
             waits.close(run, using, now)
         send_system(_lifecycle_events(run))
@@ -456,8 +529,8 @@ class GroupWrite:
     written: bool  # False: guarded, and waits on lifecycle events exist; nothing written
     watched: bool  # waits on these lifecycle events may exist: deliver them
     done: set[str]  # runs completed
-    fenced: set[str]  # runs going on whose lease held (their steps written)
-    cancel: set[str]  # of those, the ones asked to cancel
+    fenced: set[str]  # runs whose lease held (their steps written)
+    cancel: set[str]  # of those, the ones asked to cancel (a completed one is not done)
 
 
 def write_group(
@@ -471,9 +544,12 @@ def write_group(
     *,
     guarded: bool,
 ) -> GroupWrite:
-    """PostgreSQL, one prepared statement: fence the runs that go on, complete the
-    completed ones, insert the steps of the runs whose lease held, and the lifecycle
-    events of the runs completed. Each run's writes depend on its own lease only.
+    """PostgreSQL, one prepared statement: fence the runs (those that go on and those
+    completed), complete the completed ones unless a cancel was requested (the caller
+    cancels those), insert the steps of the runs whose lease held, and the lifecycle
+    events of the runs completed. Each run's writes depend on its own lease only; a
+    step recorded already (it cannot be, under a held lease) is left as it is rather
+    than failing the statement for every run in it.
 
     ``guarded`` (the statement is its own transaction): write nothing if a wait on
     these lifecycle events may exist, since resolving it must share the transaction.
@@ -487,7 +563,7 @@ def write_group(
         names,
         names,
         guarded,
-        [run.pk for run in going_on],
+        [run.pk for run in going_on] + [run.pk for run, _ in completed],
         token,
         now,
         now,
@@ -511,10 +587,7 @@ def write_group(
         [row.ts for row in rows],
         [row.data["run_id"] for row in rows],
     ]
-    try:
-        result, _ = sql.execute(using, _GROUP_PG, params)
-    except IntegrityError:
-        raise LeaseLost("a step was recorded elsewhere") from None
+    result, _ = sql.execute(using, _GROUP_PG, params)
     ok, watched, done, fenced, cancel = result[0]
     return GroupWrite(ok, watched, set(done), set(fenced), set(cancel))
 
@@ -540,7 +613,7 @@ _GROUP_PG = f"""
             lease_owner = NULL, lease_token = NULL, available_at = NULL
         FROM unnest(%s::varchar[], %s::jsonb[]) AS v(id, output)
         WHERE run.id = v.id AND run.lease_token = %s AND run.status = 'running'
-          AND (SELECT ok FROM go)
+          AND NOT run.cancel_requested AND (SELECT ok FROM go)
         RETURNING run.id
     ), checkpoints AS (
         INSERT INTO "{Step._meta.db_table}"
@@ -549,7 +622,8 @@ _GROUP_PG = f"""
             %s::varchar[], %s::varchar[], %s::varchar[], %s::varchar[], %s::int[],
             %s::jsonb[], %s::jsonb[], %s::int[], %s::timestamptz[], %s::timestamptz[]
         ) AS s(run_id)
-        WHERE s.run_id IN (SELECT id FROM done UNION ALL SELECT id FROM fenced)
+        WHERE s.run_id IN (SELECT id FROM fenced)
+        ON CONFLICT (run_id, name) DO NOTHING
     ), lifecycle AS (
         INSERT INTO "{Event._meta.db_table}" (received_at, id, name, data, ts)
         SELECT %s, e.id, e.name, e.data, e.ts FROM unnest(
