@@ -69,7 +69,7 @@ def _write_then(key: str, fail: bool) -> str:
     return key
 
 
-@df.function(id="atomic-write", trigger=df.TriggerEvent(event="test/atomic"), retries=0)
+@df.function(id="atomic-write", trigger=df.TriggerEvent(event="test/atomic"), retries=1)
 def atomic_write(ctx: df.Context) -> str:
     data = ctx.event.data
     key = ctx.step.run("write", _write_then, data["key"], data.get("fail", False))
@@ -169,19 +169,72 @@ def _append(path: str, line: str) -> None:
         log.write(line + "\n")
 
 
+def _transient(counters: str, run_id: str, step: str, failures: int, key: str) -> int:
+    """Write a row, then fail on the step's first ``failures`` attempts (counted in a file,
+    which the rollback of the failed attempt's row does not undo)."""
+    counter = Path(counters, f"{run_id}.{step}")
+    with counter.open("ab") as attempts:
+        attempts.write(b"x")
+    seen = counter.stat().st_size
+    record(key, run_id)
+    if seen <= failures:
+        raise ConnectionError(f"transient failure {seen} of {failures}")
+    return seen
+
+
+def _append_after(counters: str, run_id: str, step: str, failures: int, path: str) -> int:
+    """Non-atomic: fail on the first ``failures`` attempts, then append a line."""
+    counter = Path(counters, f"{run_id}.{step}")
+    with counter.open("ab") as attempts:
+        attempts.write(b"x")
+    seen = counter.stat().st_size
+    if seen <= failures:
+        raise ConnectionError(f"transient failure {seen} of {failures}")
+    _append(path, f"{run_id} {step}")
+    return seen
+
+
 @df.function(id="chaos", trigger=df.TriggerEvent(event="test/chaos"), retries=20)
 def chaos(ctx: df.Context) -> dict:
-    """Atomic steps (counted rows), non-atomic ones (lines in a file), a sleep and a
-    wait for an event sent while the run is under way."""
-    data = ctx.event.data
-    ctx.step.run("atomic-0", record, "chaos-atomic-0", ctx.run_id)
-    ctx.step.run("append-1", _append, data["log"], f"{ctx.run_id} 1", atomic=False)
+    """Atomic steps (counted rows), non-atomic ones (lines in a file), steps that fail
+    ``failures`` times before they succeed, a sleep, a wait for an event sent while the
+    run is under way, two steps in parallel and an invoked child run."""
+    data, run_id = ctx.event.data, ctx.run_id
+    log, counters, failures = data["log"], data["counters"], data.get("failures", 0)
+    ctx.step.run("atomic-0", record, "chaos-atomic-0", run_id)
+    ctx.step.run("append-1", _append, log, f"{run_id} append-1", atomic=False)
+    ctx.step.run("flaky-2", _transient, counters, run_id, "flaky-2", failures, "chaos-flaky-2")
     ctx.step.sleep("nap", data.get("sleep", "1s"))
     go = ctx.step.wait_for_event("wait", event="test/chaos.go", match="data.key", timeout="60s")
-    ctx.step.run("atomic-2", record, "chaos-atomic-2", ctx.run_id)
-    ctx.step.run("append-3", _append, data["log"], f"{ctx.run_id} 3", atomic=False)
-    ctx.step.run("atomic-4", record, "chaos-atomic-4", ctx.run_id)
-    return {"resumed_by": go.id if go else None}
+    both = ctx.group.parallel(
+        (
+            lambda: ctx.step.run(
+                "par-a", _transient, counters, run_id, "par-a", failures, "chaos-par-a"
+            ),
+            lambda: ctx.step.run(
+                "par-b", _append_after, counters, run_id, "par-b", failures, log, atomic=False
+            ),
+        )
+    )
+    child = ctx.step.invoke(
+        "child",
+        function="chaos-child",
+        data={"counters": counters, "failures": failures, "parent": run_id},
+    )
+    ctx.step.run("atomic-5", record, "chaos-atomic-5", run_id)
+    ctx.step.run("append-6", _append, log, f"{run_id} append-6", atomic=False)
+    ctx.step.run("atomic-7", record, "chaos-atomic-7", run_id)
+    return {"resumed_by": go.id if go else None, "parallel": list(both), "child": child}
+
+
+@df.function(id="chaos-child", trigger=df.TriggerEvent(event="test/chaos.child"), retries=20)
+def chaos_child(ctx: df.Context) -> str:
+    """Invoked by ``chaos``: a step that fails before it succeeds, and an atomic one."""
+    data = ctx.event.data
+    args = (data["counters"], ctx.run_id, "flaky", data["failures"], "chaos-child-flaky")
+    ctx.step.run("flaky", _transient, *args)
+    ctx.step.run("atomic", record, "chaos-child-atomic", ctx.run_id)
+    return data["parent"]
 
 
 from . import flows_time  # noqa: E402,F401 - the time-and-events test functions
@@ -244,7 +297,5 @@ def checkpoint_visible(ctx: df.Context) -> list[int]:
     return ctx.step.run("second", _seen_elsewhere, ctx.run_id)
 
 
-from . import flows_failures  # noqa: E402, F401 - failing, crashing and slow steps
-
-
-from . import model_flows  # noqa: E402, F401 - programs of tests/model_based.py
+# Failing, crashing and slow steps; the programs of tests/model_based.py.
+from . import flows_failures, model_flows  # noqa: E402, F401

@@ -14,6 +14,22 @@ from tests.models import Ledger
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+@pytest.fixture(params=["in-process", "runflows"])
+def execute(request):
+    """Execute what is runnable: in this process (``run_until_idle``), or by a real
+    ``runflows --burst`` process with two threads (on PostgreSQL: group commit and
+    prepared statements on, as in production)."""
+    if request.param == "in-process":
+        return run_until_idle
+    start_worker = request.getfixturevalue("start_worker")
+
+    def execute() -> None:
+        worker = start_worker("--burst", "--concurrency", "2")
+        assert worker.wait(60) == 0, worker.output()
+
+    return execute
+
+
 def test_each_step_executes_once_and_the_body_once_without_replay():
     run = start("test/three")
     run_until_idle()
@@ -30,9 +46,9 @@ def test_each_step_executes_once_and_the_body_once_without_replay():
     assert run.started_at is not None and run.ended_at >= run.started_at
 
 
-def test_a_step_failing_twice_then_succeeding_completes_with_three_attempts():
+def test_a_step_failing_twice_then_succeeding_completes_with_three_attempts(execute):
     run = start("test/flaky", failures=2)
-    run_until_idle()
+    execute()
     run.refresh_from_db()
     assert run.status == "completed", run.error
     assert run.output == "ok after 3"
@@ -41,9 +57,9 @@ def test_a_step_failing_twice_then_succeeding_completes_with_three_attempts():
     assert effects("flaky", run) == 3
 
 
-def test_retries_are_exhausted_after_retries_plus_one_attempts():
+def test_retries_are_exhausted_after_retries_plus_one_attempts(execute):
     run = start("test/flaky", failures=99)
-    run_until_idle()
+    execute()
     run.refresh_from_db()
     assert run.status == "failed"
     step = run.steps.get()
@@ -53,9 +69,9 @@ def test_retries_are_exhausted_after_retries_plus_one_attempts():
     assert "Traceback" in run.error["traceback"]
 
 
-def test_non_retriable_error_fails_after_one_attempt():
+def test_non_retriable_error_fails_after_one_attempt(execute):
     run = start("test/nonretriable")
-    run_until_idle()
+    execute()
     run.refresh_from_db()
     assert run.status == "failed"
     assert run.steps.get().attempts == 1
@@ -64,17 +80,17 @@ def test_non_retriable_error_fails_after_one_attempt():
     assert run.error["message"] == "card declined"
 
 
-def test_retries_zero_is_honoured():
+def test_retries_zero_is_honoured(execute):
     run = start("test/flaky0")
-    run_until_idle()
+    execute()
     run.refresh_from_db()
     assert run.status == "failed"
     assert run.steps.get().attempts == 1
 
 
-def test_a_caught_step_error_lets_the_function_continue():
+def test_a_caught_step_error_lets_the_function_continue(execute):
     run = start("test/catches")
-    run_until_idle()
+    execute()
     run.refresh_from_db()
     assert run.status == "completed"
     assert run.output == {"caught": "ValueError", "fallback": "used fallback"}
@@ -83,34 +99,34 @@ def test_a_caught_step_error_lets_the_function_continue():
     assert fallback.status == "completed"
 
 
-def test_an_atomic_step_that_raises_leaves_no_row_behind():
+def test_an_atomic_step_that_raises_leaves_no_row_behind(execute):
     run = start("test/atomic", key="k-fail", fail=True)
-    run_until_idle()
+    execute()
     run.refresh_from_db()
     assert run.status == "failed"
     assert not Ledger.objects.filter(key="k-fail").exists()
 
 
-def test_an_atomic_step_that_succeeds_leaves_exactly_one_row():
+def test_an_atomic_step_that_succeeds_leaves_exactly_one_row(execute):
     run = start("test/atomic", key="k-ok")
-    run_until_idle()
+    execute()
     run.refresh_from_db()
     assert run.status == "completed"
     assert Ledger.objects.filter(key="k-ok").count() == 1
 
 
-def test_errors_outside_steps_retry_the_function_then_fail():
+def test_errors_outside_steps_retry_the_function_then_fail(execute):
     run = start("test/body-error")
-    run_until_idle()
+    execute()
     run.refresh_from_db()
     assert run.status == "failed"
     assert run.error["type"] == "RuntimeError"
     assert effects("body-error", run) == 3  # retries=2
 
 
-def test_a_result_that_is_not_json_fails_the_step_without_retry():
+def test_a_result_that_is_not_json_fails_the_step_without_retry(execute):
     run = start("test/bad-output")
-    run_until_idle()
+    execute()
     run.refresh_from_db()
     assert run.status == "failed"
     step = run.steps.get()
@@ -180,9 +196,9 @@ def test_lifecycle_events_are_sent_and_can_trigger_functions():
     assert follower.output == run.pk
 
 
-def test_a_failed_run_sends_failed_and_finished_events():
+def test_a_failed_run_sends_failed_and_finished_events(execute):
     run = start("test/nonretriable")
-    run_until_idle()
+    execute()
     names = set(Event.objects.filter(data__run_id=run.pk).values_list("name", flat=True))
     assert names == {"durable_flows/function.finished", "durable_flows/function.failed"}
 
@@ -237,9 +253,9 @@ def test_rerun_of_unknown_run_is_a_clear_error():
         df.rerun("nope")
 
 
-def test_the_context_describes_the_run_and_the_current_attempt():
+def test_the_context_describes_the_run_and_the_current_attempt(execute):
     run = start("test/ctx", k="v")
-    run_until_idle()
+    execute()
     run.refresh_from_db()
     assert run.status == "completed", run.error
     event = run.event
@@ -263,18 +279,18 @@ def test_runflows_burst_in_process_sees_the_tests_own_transaction():
     assert run.status == "completed"
 
 
-def test_a_failed_run_retried_from_its_failed_step_keeps_its_completed_steps():
+def test_a_failed_run_retried_from_its_failed_step_keeps_its_completed_steps(execute):
     from durable_flows.control import NotRetriable, retry
 
     run = start("test/gated")
-    run_until_idle()
+    execute()
     run.refresh_from_db()
     assert run.status == "failed"
     with pytest.raises(NotRetriable):
         retry(start("test/one").pk)  # queued, not failed
     Ledger.objects.create(key=f"allow-{run.pk}")
     assert retry(run.pk).status == "queued"
-    run_until_idle()
+    execute()
     run.refresh_from_db()
     assert (run.status, run.output, run.error) == ("completed", "allowed", None)
     assert effects("gated-before", run) == 1  # the completed step was not executed again

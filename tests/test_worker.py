@@ -114,7 +114,7 @@ def test_a_worker_that_lost_its_lease_cannot_record_a_step(start_worker, tmp_pat
     wait_until(marker.exists, timeout=30)
     # Someone else takes the run over while the slow step is executing.
     Run.objects.filter(pk=run_id).update(lease_token="stolen", lease_owner="elsewhere")
-    wait_until(lambda: "lease lost" in worker.output(), timeout=30)
+    wait_until(lambda: "no longer leased to this worker" in worker.output(), timeout=30)
     assert not Step.objects.filter(run_id=run_id, name="middle").exists()
     worker.signal(signal.SIGTERM)
     assert worker.wait(30) == 0

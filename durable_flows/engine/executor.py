@@ -91,8 +91,7 @@ class Execution:
         self._position = 0
         self._in_step = False
         self.cancel_requested = run.cancel_requested
-        # Crashes (the worker died while it held the run) counted since the run last
-        # recorded an attempt: the first step not yet completed is charged with them.
+        # How often the workers executing the run died (each a failed attempt).
         self._crashes = state.crashes(run)
         # Steps reached inside ``ctx.group.parallel`` while planning (engine/parallel.py).
         self._planning: list[Any] | None = None
@@ -113,11 +112,10 @@ class Execution:
         try:
             if self._crashes:
                 # A run whose worker died executes alone (not in a group commit), and
-                # the crash is counted before any of its code runs again.
+                # fails once its workers died more often than its retries allow.
                 self._leave_group()
                 if self._crashes > self.function.retries:
                     raise _Crashed()
-                state.count_crash(run, self.token, using)
             try:
                 self._boundary()
                 value = self.function.fn(self.ctx)
@@ -287,11 +285,6 @@ class Execution:
             raise self._step_error(name, memo.error or {})
         self._boundary()
         attempt = memo.attempts if memo else 0
-        if self._crashes:
-            # The worker died inside this step (the first one not completed): each
-            # crash was a failed attempt, recorded before the step executes again.
-            attempt, self._crashes = max(attempt, self._crashes), 0
-            memo = self._save_crashes(memo, name, kind, position, attempt)
         self.ctx.attempt = attempt
         started_at = memo.started_at if memo and memo.started_at else clock.now()
         checkpoint = {
@@ -304,7 +297,8 @@ class Execution:
             "error": None,
         }
         if attempt > self.function.retries:
-            # Crashes alone take a step past its retries unfailed (parallel step tasks).
+            # Crashes alone take a step past its retries unfailed (a parallel step task
+            # whose worker died: rescue_orphan_tasks counts it).
             crashed = WorkerCrashed(f"the workers executing step {name!r} died {attempt} times")
             return self._step_failed(crashed, memo, checkpoint)
         # A retried step (it has a record) updates its record: not in the group, whose
@@ -384,28 +378,6 @@ class Execution:
                 yield fence
         finally:
             connection.transaction_mode = mode
-
-    def _save_crashes(
-        self, memo: Step | None, name: str, kind: StepKind, position: int, attempts: int
-    ) -> Step:
-        self._leave_group()
-        with transaction.atomic(using=self.using):
-            self._fence()
-            step = state.save_step(
-                self.using,
-                self.run,
-                memo,
-                name=name,
-                kind=kind,
-                position=position,
-                status=StepStatus.RUNNING,
-                attempts=attempts,
-                error=state.crashed_error(),
-                started_at=memo.started_at if memo and memo.started_at else clock.now(),
-                ended_at=None,
-            )
-        self.memos[name] = step
-        return step
 
     def _grouped_step(
         self, fn: Callable[..., Any], args: tuple[Any, ...], checkpoint: dict[str, Any]

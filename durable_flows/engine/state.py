@@ -196,27 +196,19 @@ def rescue_orphans(using: str, live_worker_ids: Any) -> int:
     )
 
 
-def crashed_error(counted: bool = False) -> dict[str, Any]:
-    error = {
+def crashed_error() -> dict[str, Any]:
+    return {
         "type": WORKER_CRASHED,
         "message": "the worker executing the run died (its process was killed or crashed)",
     }
-    return {**error, "counted": True} if counted else error
 
 
 def crashes(run: Run) -> int:
-    """Failed attempts that were crashes not yet charged to a step (0 if none)."""
+    """How often the workers executing ``run`` died (0 unless the last was a crash)."""
     error = run.error
     if isinstance(error, dict) and error.get("type") == WORKER_CRASHED:
-        return 0 if error.get("counted") else run.attempt
+        return run.attempt
     return 0
-
-
-def count_crash(run: Run, token: str, using: str) -> None:
-    """The crash is being charged to the step it interrupted: never charge it twice."""
-    run.error = crashed_error(counted=True)
-    if not _held(run, token, using).update(error=run.error):
-        raise LeaseLost(f"run {run.pk} is no longer leased to this worker")
 
 
 def sweep(using: str, worker_id: str, held: list[str], stale: datetime) -> int:
@@ -485,8 +477,8 @@ def finish(
     """End the run and send its lifecycle event, in one transaction.
 
     ``close_waits=False`` skips disarming waits, for a run that cannot have any.
-    ``crashed``: the run fails because its workers died this many times; the step
-    they died in (still marked running) fails with it."""
+    ``crashed``: the run fails because its workers died this many times; a step
+    still marked running (a parallel step's) fails with it."""
     now = clock.now()
     with transaction.atomic(using=using):
         updated = _held(run, token, using).update(
@@ -529,8 +521,8 @@ class GroupWrite:
     written: bool  # False: guarded, and waits on lifecycle events exist; nothing written
     watched: bool  # waits on these lifecycle events may exist: deliver them
     done: set[str]  # runs completed
-    fenced: set[str]  # runs whose lease held (their steps written)
-    cancel: set[str]  # of those, the ones asked to cancel (a completed one is not done)
+    fenced: set[str]  # runs going on whose lease held (their steps written)
+    cancel: set[str]  # runs asked to cancel (going on, or completed here but not done)
 
 
 def write_group(
@@ -544,12 +536,14 @@ def write_group(
     *,
     guarded: bool,
 ) -> GroupWrite:
-    """PostgreSQL, one prepared statement: fence the runs (those that go on and those
-    completed), complete the completed ones unless a cancel was requested (the caller
-    cancels those), insert the steps of the runs whose lease held, and the lifecycle
-    events of the runs completed. Each run's writes depend on its own lease only; a
-    step recorded already (it cannot be, under a held lease) is left as it is rather
-    than failing the statement for every run in it.
+    """PostgreSQL, one prepared statement: fence the runs that go on, complete the
+    completed ones unless a cancel was requested (the caller cancels those), insert
+    the steps of the runs whose lease held, and the lifecycle events of the runs
+    completed. Each run's writes depend on its own lease only; a step recorded
+    already (it cannot be, under a held lease) is left as it is rather than failing
+    the statement for every run in it. (A completed run is not locked by a
+    sub-select: the UPDATE of the same statement locks it, and a lock would skip a
+    row that UPDATE changed.)
 
     ``guarded`` (the statement is its own transaction): write nothing if a wait on
     these lifecycle events may exist, since resolving it must share the transaction.
@@ -563,7 +557,9 @@ def write_group(
         names,
         names,
         guarded,
-        [run.pk for run in going_on] + [run.pk for run, _ in completed],
+        [run.pk for run in going_on],
+        token,
+        [run.pk for run, _ in completed],
         token,
         now,
         now,
@@ -607,6 +603,10 @@ _GROUP_PG = f"""
         WHERE id = ANY(%s::varchar[]) AND lease_token = %s AND status = 'running'
           AND (SELECT ok FROM go)
         FOR NO KEY UPDATE
+    ), held AS (
+        SELECT id FROM "{Run._meta.db_table}"
+        WHERE id = ANY(%s::varchar[]) AND lease_token = %s AND status = 'running'
+          AND (SELECT ok FROM go)
     ), done AS (
         UPDATE "{Run._meta.db_table}" AS run
         SET status = 'completed', output = v.output, ended_at = %s, updated_at = %s,
@@ -622,7 +622,7 @@ _GROUP_PG = f"""
             %s::varchar[], %s::varchar[], %s::varchar[], %s::varchar[], %s::int[],
             %s::jsonb[], %s::jsonb[], %s::int[], %s::timestamptz[], %s::timestamptz[]
         ) AS s(run_id)
-        WHERE s.run_id IN (SELECT id FROM fenced)
+        WHERE s.run_id IN (SELECT id FROM fenced UNION ALL SELECT id FROM held)
         ON CONFLICT (run_id, name) DO NOTHING
     ), lifecycle AS (
         INSERT INTO "{Event._meta.db_table}" (received_at, id, name, data, ts)
@@ -633,7 +633,10 @@ _GROUP_PG = f"""
     )
     SELECT (SELECT ok FROM go), (SELECT yes FROM watched),
         ARRAY(SELECT id FROM done), ARRAY(SELECT id FROM fenced),
-        ARRAY(SELECT id FROM fenced WHERE cancel_requested)
+        ARRAY(
+            SELECT id FROM fenced WHERE cancel_requested
+            UNION ALL (SELECT id FROM held EXCEPT SELECT id FROM done)
+        )
 """  # noqa: S608 - only table names are interpolated
 
 
