@@ -33,6 +33,13 @@ def statuses(run_ids: list[str]) -> dict[str, int]:
     return found
 
 
+def among_fifty_good(name: str, **data) -> tuple[list[str], str]:
+    """Send 25 quick runs, one ``name`` run, 25 more: they are claimed together."""
+    good = send("good/quick", 25)
+    (bad,) = send(name, **data)
+    return good + send("good/quick", 25), bad
+
+
 def calls(marker: Path) -> int:
     return len(marker.read_text().splitlines()) if marker.exists() else 0
 
@@ -59,9 +66,7 @@ def test_a_retried_step_completes_soon_after_its_retry_is_due(
 
 def test_an_always_failing_run_fails_alone_among_fifty_good_ones(start_worker, tmp_path):
     marker = tmp_path / "calls"
-    good = send("good/quick", 25)
-    (bad,) = send("bad/always", marker=str(marker))
-    good += send("good/quick", 25)
+    good, bad = among_fifty_good("bad/always", marker=str(marker))
     worker = start_worker("--burst", "--concurrency", "2")
     assert worker.wait(60) == 0, worker.output()
     assert statuses(good) == {"completed": 50}
@@ -74,9 +79,7 @@ def test_an_always_failing_run_fails_alone_among_fifty_good_ones(start_worker, t
 
 def test_a_step_that_kills_its_process_fails_its_run_after_its_retries(start_worker, tmp_path):
     marker = tmp_path / "calls"
-    good = send("good/quick", 25)
-    (bad,) = send("bad/crash", marker=str(marker))
-    good += send("good/quick", 25)
+    good, bad = among_fifty_good("bad/crash", marker=str(marker))
     workers = [start_worker("--concurrency", "2") for _ in range(2)]
     deadline = time.monotonic() + 90
     while Run.objects.get(pk=bad).status != "failed" or statuses(good) != {"completed": 50}:

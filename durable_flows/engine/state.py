@@ -180,19 +180,10 @@ def rescue_orphans(using: str, live_worker_ids: Any) -> int:
     so a run that kills every worker that executes it fails after its retries
     instead of crash-looping them all.
     """
-    now = clock.now()
-    return (
-        Run.objects.using(using)
-        .orphaned(live_worker_ids)
-        .update(
-            status=RunStatus.QUEUED,
-            lease_owner=None,
-            lease_token=None,
-            available_at=now,
-            updated_at=now,
-            attempt=F("attempt") + 1,
-            error=Value(crashed_error(), output_field=Run._meta.get_field("error")),
-        )
+    return _requeue(
+        Run.objects.using(using).orphaned(live_worker_ids),
+        attempt=F("attempt") + 1,
+        error=Value(crashed_error(), output_field=Run._meta.get_field("error")),
     )
 
 
@@ -214,18 +205,22 @@ def crashes(run: Run) -> int:
 def sweep(using: str, worker_id: str, held: list[str], stale: datetime) -> int:
     """Put back in the queue the runs leased to ``worker_id`` (alive) since before
     ``stale`` that none of its threads holds."""
+    held_by = Run.objects.using(using).filter(
+        status=RunStatus.RUNNING, lease_owner=worker_id, updated_at__lt=stale
+    )
+    return _requeue(held_by.exclude(pk__in=held))
+
+
+def _requeue(runs: Any, **fields: Any) -> int:
+    """Put ``runs`` (a queryset of running runs) back in the queue, due now."""
     now = clock.now()
-    return (
-        Run.objects.using(using)
-        .filter(status=RunStatus.RUNNING, lease_owner=worker_id, updated_at__lt=stale)
-        .exclude(pk__in=held)
-        .update(
-            status=RunStatus.QUEUED,
-            lease_owner=None,
-            lease_token=None,
-            available_at=now,
-            updated_at=now,
-        )
+    return runs.update(
+        status=RunStatus.QUEUED,
+        lease_owner=None,
+        lease_token=None,
+        available_at=now,
+        updated_at=now,
+        **fields,
     )
 
 
