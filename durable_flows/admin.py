@@ -398,12 +398,12 @@ class RunInline(ReadOnlyInline):
 
 @admin.register(Event)
 class EventAdmin(ReadOnlyAdmin):
-    list_display = ["id", "name", "received_at", "ts", "runs_link"]
+    list_display = ["id", "name", "sender_id", "received_at", "ts", "runs_link"]
     list_filter = ["received_at"]
-    search_fields = ["=id", "=name"]
-    search_help_text = "An exact event id or name."
+    search_fields = ["=id", "=name", "=sender_id"]
+    search_help_text = "An exact event id, name or sender id."
     ordering = ["-received_at", "-id"]
-    fields = ["id", "name", "ts", "received_at", "data_json", "runs_link"]
+    fields = ["id", "sender_id", "name", "ts", "received_at", "data_json", "runs_link"]
     readonly_fields = fields  # type: ignore[assignment]  # stubs type `fields` more broadly
     inlines = [RunInline]
 

@@ -228,10 +228,14 @@ def run_retry(request: HttpRequest, run_id: str) -> HttpResponse:
 @staff_required
 def events(request: HttpRequest) -> HttpResponse:
     name = _param(request, "name")
+    sender_id = _param(request, "sender_id")
     rows = Event.objects.order_by("-received_at", "-id")
     if name:
         rows = rows.filter(name=name)
-    context = {"page": _page(request, rows), "filters": {"name": name}, "nav": "events"}
+    if sender_id:
+        rows = rows.filter(sender_id=sender_id)
+    filters = {"name": name, "sender_id": sender_id}
+    context = {"page": _page(request, rows), "filters": filters, "nav": "events"}
     return render(request, "durable_flows/events.html", context)
 
 

@@ -131,8 +131,13 @@ def _normalise(item: Any, index: int, *, system: bool) -> dict[str, Any]:
 def send(events: Event | Mapping[str, Any] | Iterable[Event | Mapping[str, Any]]) -> list[str]:
     """Store events and start the runs they trigger; returns the event ids in order.
 
-    Inside ``transaction.atomic()`` the events and their runs commit or roll back
-    with the caller. A sender-given ``id`` seen in the last 24 h starts no new runs.
+    Each id is the primary key of the stored event that stands for the item: a
+    sender's ``id`` is used as the primary key of the first event stored with it;
+    a duplicate within ``EVENT_DEDUP_SECONDS`` (24 h) returns the id of the event
+    already stored and starts nothing; after the window the same sender ``id``
+    stores a new event under a new id (a ULID), and the earlier one is left as
+    it was. Inside ``transaction.atomic()`` the events and their runs commit or
+    roll back with the caller.
     """
     return _send(events, system=False)
 
@@ -152,38 +157,59 @@ def _send(events: Any, *, system: bool) -> list[str]:
 
 
 def _store(items: list[dict[str, Any]], using: str, *, system: bool) -> list[str]:
+    """Insert the events that are new; never update a stored one (history is immutable)."""
     now = clock.now()
-    window_start = now - timedelta(seconds=flow_settings.EVENT_DEDUP_SECONDS)
-    given = {item["id"] for item in items if item["id"]}
-    existing = (
-        dict(
-            models.Event.objects.using(using).filter(id__in=given).values_list("id", "received_at")
-        )
-        if given
-        else {}
-    )
+    given = sorted({item["id"] for item in items if item["id"]})
+    taken, recent = _dedup_state(given, using, now) if given else (set(), {})
     fresh: list[models.Event] = []
-    reused: list[models.Event] = []
     ids: list[str] = []
-    seen: set[str] = set()
     for item in items:
-        event_id = item["id"] or models.new_id()
-        ids.append(event_id)
-        if event_id in seen:
+        sender_id = item["id"]
+        if sender_id in recent:  # within the window, or earlier in this batch
+            ids.append(recent[sender_id])
             continue
-        seen.add(event_id)
+        pk = models.new_id() if sender_id is None or sender_id in taken else sender_id
         row = models.Event(
-            id=event_id, name=item["name"], data=item["data"], ts=item["ts"], received_at=now
+            id=pk,
+            sender_id=sender_id,
+            name=item["name"],
+            data=item["data"],
+            ts=item["ts"],
+            received_at=now,
         )
-        if event_id in existing:
-            if existing[event_id] >= window_start:
-                continue  # a duplicate within the window: stored once, no new runs
-            row.save(using=using, force_update=True)  # past the window: reused as new
-            reused.append(row)
-        else:
-            fresh.append(row)
-    events_stored(_insert(fresh, using, given) + reused, using, now)
+        fresh.append(row)
+        ids.append(pk)
+        if sender_id is not None:
+            recent[sender_id] = pk
+    # A row that lost a race for its primary key (a concurrent first sender of the
+    # same id) is not stored: the winner's event has that id, so ``ids`` stands.
+    events_stored(_insert(fresh, using, given), using, now)
     return ids
+
+
+def _dedup_state(given: list[str], using: str, now: datetime) -> tuple[set[str], dict[str, str]]:
+    """Which sender ids are taken as primary keys, and the events stored with each
+    sender id within the window (sender id -> that event's id).
+
+    The rows whose primary key is a sender id are locked first (in a fixed order):
+    two senders reusing an id after its window are serialised on that row, so the
+    second sees the first's new event and becomes its duplicate. (A sender id never
+    seen has no row to lock; the primary key's uniqueness settles that race.)
+    """
+    events = models.Event.objects.using(using)
+    taken = set(
+        events.select_for_update().filter(pk__in=given).order_by("pk").values_list("pk", flat=True)
+    )
+    window_start = now - timedelta(seconds=flow_settings.EVENT_DEDUP_SECONDS)
+    recent: dict[str, str] = {}
+    rows = (
+        events.filter(sender_id__in=given, received_at__gte=window_start)
+        .order_by("sender_id", "-received_at", "-id")
+        .values_list("sender_id", "id")
+    )
+    for sender_id, pk in rows:
+        recent.setdefault(str(sender_id), pk)  # the latest stored with that sender id
+    return taken, recent
 
 
 def events_stored(stored: list[models.Event], using: str, now: datetime) -> None:
@@ -194,7 +220,7 @@ def events_stored(stored: list[models.Event], using: str, now: datetime) -> None
     waits.arm_cancel_rules(_start_runs(stored, using, now), using)
 
 
-def _insert(rows: list[models.Event], using: str, given: set[str]) -> list[models.Event]:
+def _insert(rows: list[models.Event], using: str, given: list[str]) -> list[models.Event]:
     """Insert new events; a concurrent sender of the same id wins, and ours becomes a duplicate."""
     if not rows:
         return []
@@ -210,7 +236,7 @@ def _insert(rows: list[models.Event], using: str, given: set[str]) -> list[model
         for row in rows:
             try:
                 with transaction.atomic(using=using):
-                    row.save(using=using, force_insert=True)
+                    row.save(using=using)
                 inserted.append(row)
             except IntegrityError:
                 continue

@@ -100,10 +100,11 @@ class RunFilter(django_filters.FilterSet):
 
 class EventFilter(django_filters.FilterSet):
     name = django_filters.CharFilter()
+    sender_id = django_filters.CharFilter()
 
     class Meta:
         model = Event
-        fields = ["name"]
+        fields = ["name", "sender_id"]
 
 
 class RunSchema(AutoSchema):
