@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from django.utils import timezone
 
 from . import clock, models, notify, waits
 from .conf import db_alias, flow_settings
+from .durations import MAX_DURATION
 from .exceptions import EventTooLargeError, EventValidationError
 from .registry import RESERVED_PREFIX, registry
 
@@ -42,7 +42,6 @@ def from_ms(value: int) -> datetime:
 
 
 _ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")  # \u0000 not preceded by an odd \
-MAX_TS = 253402300799999  # 9999-12-31T23:59:59.999Z
 
 
 def json_bytes(value: Any) -> bytes:
@@ -104,19 +103,7 @@ def _normalise(item: Any, index: int, *, system: bool) -> dict[str, Any]:
         raise EventValidationError(f"{where}: 'id' must be a non-empty string of <= 255 characters")
     if event_id is not None and "\x00" in event_id:
         raise EventValidationError(f"{where}: 'id' must not contain NUL characters")
-    ts = raw.get("ts")
-    if ts is None:
-        ts = ms(clock.now())
-    elif isinstance(ts, datetime):
-        if timezone.is_naive(ts):
-            raise EventValidationError(f"{where}: 'ts' must be timezone-aware")
-        ts = ms(ts)
-    elif isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts) or ts < 0:
-        raise EventValidationError(f"{where}: 'ts' must be milliseconds since the epoch")
-    else:
-        ts = int(ts)
-    if ts > MAX_TS:
-        raise EventValidationError(f"{where}: 'ts' is after the year 9999")
+    ts = _timestamp(raw.get("ts"), where)
     try:
         size = len(json_bytes(data)) + len(name.encode()) + len((event_id or "").encode())
     except ValueError as exc:
@@ -126,6 +113,33 @@ def _normalise(item: Any, index: int, *, system: bool) -> dict[str, Any]:
             f"{where} is {size} bytes, over MAX_EVENT_BYTES ({flow_settings.MAX_EVENT_BYTES})"
         )
     return {"id": event_id, "name": name, "data": data, "ts": ts}
+
+
+def _timestamp(ts: Any, where: str) -> int:
+    """``ts`` as int milliseconds: given as such or as an aware datetime, from the epoch
+    to ``MAX_DURATION`` after now (so that a delayed run's time can never overflow)."""
+    now = clock.now()
+    if ts is None:
+        return ms(now)
+    if isinstance(ts, datetime):
+        if timezone.is_naive(ts):
+            raise EventValidationError(f"{where}: 'ts' must be timezone-aware, got {ts!r}")
+        value = ms(ts)
+    elif isinstance(ts, int) and not isinstance(ts, bool):
+        value = ts
+    else:
+        raise EventValidationError(
+            f"{where}: 'ts' must be an integer of milliseconds since the epoch or an aware "
+            f"datetime, not {type(ts).__name__} {ts!r}"[:300]
+        )
+    if value < 0:
+        raise EventValidationError(f"{where}: 'ts' {value} is before the epoch (1970-01-01)")
+    if value > ms(now + MAX_DURATION):
+        raise EventValidationError(
+            f"{where}: 'ts' {value} is too far in the future: at most 36500 days "
+            "(about 100 years) from now"
+        )
+    return value
 
 
 def send(events: Event | Mapping[str, Any] | Iterable[Event | Mapping[str, Any]]) -> list[str]:

@@ -43,6 +43,15 @@ def bad_sleep(ctx: df.Context) -> None:
     ctx.step.sleep("nap", ctx.event.data["duration"])
 
 
+def _retry_after(after: object) -> None:
+    raise df.RetryAfterError("try later", after)  # type: ignore[arg-type]
+
+
+@df.function(id="bad-retry-after", trigger=df.TriggerEvent(event="test/bad-retry-after"))
+def bad_retry_after(ctx: df.Context) -> None:
+    ctx.step.run("later", _retry_after, ctx.event.data["after"])
+
+
 @df.function(id="waiter", trigger=df.TriggerEvent(event="test/wait"))
 def waiter(ctx: df.Context) -> dict | None:
     d = ctx.event.data

@@ -176,8 +176,14 @@ def test_a_future_ts_delays_the_runs():
         ({"name": "a", "data": [1]}, "'data' must be a JSON object"),
         ({"name": "a", "data": {"x": float("nan")}}, "not JSON-serialisable"),
         ({"name": "a", "data": {"x": object()}}, "not JSON-serialisable"),
-        ({"name": "a", "ts": "yesterday"}, "'ts' must be milliseconds"),
+        ({"name": "a", "ts": "yesterday"}, "'ts' must be an integer of milliseconds"),
         ({"name": "a", "ts": datetime(2030, 1, 1)}, "timezone-aware"),
+        ({"name": "a", "ts": 1.7e12}, "'ts' must be an integer of milliseconds .* not float"),
+        ({"name": "a", "ts": float("inf")}, "'ts' must be an integer of milliseconds"),
+        ({"name": "a", "ts": True}, "'ts' must be an integer of milliseconds"),
+        ({"name": "a", "ts": -1}, "'ts' -1 is before the epoch"),
+        ({"name": "a", "ts": 253402300799999}, "'ts' 253402300799999 is too far in the future"),
+        ({"name": "a", "ts": datetime(9999, 1, 1, tzinfo=UTC)}, "too far in the future"),
         ({"name": "a", "id": ""}, "'id' must be a non-empty string"),
         ("not an event", "expected an event object"),
     ],
@@ -242,3 +248,19 @@ def test_the_migration_keeps_recent_ids_deduplicating():
     assert dict(Event.objects.values_list("id", "sender_id")) == {"recent": "recent", "old": None}
     assert df.send(df.Event(name="test/one", id="recent")) == ["recent"]
     assert not Run.objects.exists()
+
+
+def test_ts_is_int_milliseconds_or_an_aware_datetime_up_to_100_years_ahead():
+    from durable_flows.durations import MAX_DURATION
+    from durable_flows.events import ms
+
+    now = timezone.now()
+    latest = now + MAX_DURATION - timedelta(minutes=1)
+    ids = df.send(
+        [
+            df.Event(name="nobody/listens", ts=0),
+            df.Event(name="nobody/listens", ts=ms(latest)),
+            df.Event(name="nobody/listens", ts=datetime(2026, 1, 1, tzinfo=UTC)),
+        ]
+    )
+    assert [Event.objects.get(pk=pk).ts for pk in ids] == [0, ms(latest), 1767225600000]
