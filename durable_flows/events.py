@@ -82,37 +82,56 @@ def _normalise(item: Any, index: int, *, system: bool) -> dict[str, Any]:
         raw = item
     else:
         raise EventValidationError(f"{where}: expected an event object, got {type(item).__name__}")
-    name = raw.get("name")
-    if not isinstance(name, str) or not name.strip():
-        raise EventValidationError(f"{where}: 'name' must be a non-empty string")
-    if len(name) > 255:
-        raise EventValidationError(f"{where}: 'name' is longer than 255 characters")
-    if "\x00" in name:
-        raise EventValidationError(f"{where}: 'name' must not contain NUL characters")
+    name = _text(raw, "name", where, required=True)
     if name.startswith(RESERVED_PREFIX) and not system:
         raise EventValidationError(f"{where}: names beginning {RESERVED_PREFIX!r} are reserved")
     data = raw.get("data")
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise EventValidationError(f"{where}: 'data' must be a JSON object")
-    event_id = raw.get("id")
-    if event_id is not None and (
-        not isinstance(event_id, str) or not event_id.strip() or len(event_id) > 255
-    ):
-        raise EventValidationError(f"{where}: 'id' must be a non-empty string of <= 255 characters")
-    if event_id is not None and "\x00" in event_id:
-        raise EventValidationError(f"{where}: 'id' must not contain NUL characters")
+        raise EventValidationError(
+            f"{where}: 'data' must be a JSON object, not {type(data).__name__}"
+        )
+    event_id = _text(raw, "id", where, required=False)
     ts = _timestamp(raw.get("ts"), where)
     try:
-        size = len(json_bytes(data)) + len(name.encode()) + len((event_id or "").encode())
+        size = len(json_bytes(data))
     except ValueError as exc:
         raise EventValidationError(f"{where}: 'data' {exc}") from None
+    size += len(name.encode()) + len((event_id or "").encode())
     if size > flow_settings.MAX_EVENT_BYTES:
         raise EventTooLargeError(
             f"{where} is {size} bytes, over MAX_EVENT_BYTES ({flow_settings.MAX_EVENT_BYTES})"
         )
     return {"id": event_id, "name": name, "data": data, "ts": ts}
+
+
+def _text(raw: Mapping[str, Any], key: str, where: str, *, required: bool) -> Any:
+    """``raw[key]``: a non-empty string of at most 255 characters that databases can store
+    (None when absent and not required). The error names the field and what is wrong."""
+    value = raw.get(key)
+    if value is None:
+        if required:
+            raise EventValidationError(f"{where}: {key!r} is missing (a non-empty string)")
+        return None
+    if not isinstance(value, str):
+        raise EventValidationError(
+            f"{where}: {key!r} must be a non-empty string, not {type(value).__name__}"
+        )
+    if not value.strip():
+        raise EventValidationError(f"{where}: {key!r} must be a non-empty string, got {value!r}")
+    if len(value) > 255:
+        raise EventValidationError(f"{where}: {key!r} is longer than 255 characters")
+    if "\x00" in value:
+        raise EventValidationError(f"{where}: {key!r} must not contain NUL characters")
+    try:
+        value.encode()
+    except UnicodeEncodeError as exc:
+        raise EventValidationError(
+            f"{where}: {key!r} contains an unpaired surrogate ({value[exc.start]!r} at position "
+            f"{exc.start}), which is not valid Unicode"
+        ) from None
+    return value
 
 
 def _timestamp(ts: Any, where: str) -> int:

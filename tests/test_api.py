@@ -130,15 +130,15 @@ BAD = [
     ('{"name": "test/one", "data": {"x": NaN}}', 400, "NaN"),
     ('{"name": "test/one", "data": {"x": Infinity}}', 400, "Infinity"),
     ('[{"name": "test/one", "data": {"x": -Infinity}}]', 400, "Infinity"),
-    ("", 400, "name"),
+    ("", 400, "the request body is empty"),
     ("42", 400, "event object"),
     ('"test/one"', 400, "event object"),
     ("[]", 400, "empty"),
     ("[1]", 400, "event object"),
-    ('{"data": {}}', 400, "name"),
-    ('{"name": ""}', 400, "name"),
-    ('{"name": "   "}', 400, "name"),
-    ('{"name": 7}', 400, "name"),
+    ('{"data": {}}', 400, "event: 'name' is missing"),
+    ('{"name": ""}', 400, "event: 'name' must be a non-empty string, got ''"),
+    ('{"name": "   "}', 400, "'name' must be a non-empty string, got '   '"),
+    ('{"name": 7}', 400, "'name' must be a non-empty string, not int"),
     ('{"name": "durable_flows/function.finished"}', 400, "reserved"),
     ('{"name": "test/one", "data": [1, 2]}', 400, "data"),
     ('{"name": "test/one", "data": "text"}', 400, "data"),
@@ -146,6 +146,14 @@ BAD = [
     ('{"name": "test/one", "ts": "yesterday"}', 400, "ts"),
     ('{"name": "test/one", "id": ""}', 400, "id"),
     ('{"name": "a\\u0000b"}', 400, "NUL"),
+    # A lone surrogate is named where it is, not blamed on 'data'.
+    (
+        '{"name": "a\\ud800b"}',
+        400,
+        "'name' contains an unpaired surrogate ('\\ud800' at position 1)",
+    ),
+    ('{"name": "a", "id": "\\udc00"}', 400, "'id' contains an unpaired surrogate"),
+    ('{"name": "a", "data": {"k": "\\ud800"}}', 400, "'data' contains an unpaired surrogate"),
 ]
 
 
@@ -156,6 +164,13 @@ def test_bad_input_is_a_clear_4xx_and_stores_nothing(client, event_key, body, st
     assert response["Content-Type"] == "application/json"
     assert says in response.json()["error"]
     assert not Event.objects.exists() and not Run.objects.exists()
+
+
+@pytest.mark.parametrize(("body", "status", "says"), BAD)
+def test_inngests_event_api_says_the_same(client, event_key, body, status, says):
+    response = client.post(f"/e/{event_key}", body, content_type="application/json")
+    assert response.status_code == status, response.content
+    assert says in response.json()["error"]
 
 
 def test_an_event_over_max_event_bytes_is_413(client, event_key):

@@ -169,11 +169,14 @@ def test_a_future_ts_delays_the_runs():
 @pytest.mark.parametrize(
     ("event", "message"),
     [
-        ({"name": ""}, "'name' must be a non-empty string"),
-        ({"data": {}}, "'name' must be a non-empty string"),
-        ({"name": 5}, "'name' must be a non-empty string"),
+        ({"name": ""}, "'name' must be a non-empty string, got ''"),
+        ({"data": {}}, "'name' is missing"),
+        ({"name": 5}, "'name' must be a non-empty string, not int"),
+        ({"name": "a\ud800"}, "'name' contains an unpaired surrogate"),
+        ({"name": "a", "id": "\udfff"}, "'id' contains an unpaired surrogate"),
+        ({"name": "a", "id": 7}, "'id' must be a non-empty string, not int"),
         ({"name": "durable_flows/function.finished"}, "reserved"),
-        ({"name": "a", "data": [1]}, "'data' must be a JSON object"),
+        ({"name": "a", "data": [1]}, "'data' must be a JSON object, not list"),
         ({"name": "a", "data": {"x": float("nan")}}, "not JSON-serialisable"),
         ({"name": "a", "data": {"x": object()}}, "not JSON-serialisable"),
         ({"name": "a", "ts": "yesterday"}, "'ts' must be an integer of milliseconds"),

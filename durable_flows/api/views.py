@@ -246,6 +246,8 @@ class EventViewSet(
         return super().get_object()
 
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        if request.stream is None:  # DRF hands an empty body over as {} without parsing it
+            ingest.parse(b"")  # raises: the body is empty
         ids = ingest.send_payload(request.data)
         return Response({"ids": ids}, status=status.HTTP_201_CREATED)
 
