@@ -16,7 +16,7 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from . import clock, control, keys
+from . import clock, control, keys, permissions
 from .conf import flow_settings
 from .exceptions import RunNotFound
 from .models import FINISHED, Event, EventKey, Run, RunStatus, Step, Wait, Worker
@@ -143,12 +143,18 @@ class OutcomeColumns:
 
 
 class ReadOnlyInline(admin.TabularInline):
-    """Rows shown beside their parent, never added, changed or deleted from here."""
+    """Rows shown beside their parent, never added, changed or deleted from here.
+
+    Shown to whoever may read runs (``view_run``): steps and waits are part of a
+    run, not models with permissions of their own (durable_flows.permissions)."""
 
     extra = 0
     max_num = 0
     can_delete = False
     show_change_link = False
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return permissions.can_view_runs(request.user)
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -315,7 +321,13 @@ class RunAdmin(OutcomeColumns, ReadOnlyAdmin):
         return super().change_view(request, object_id, form_url, extra_context)
 
     def has_control_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("durable_flows.change_run")
+        return permissions.can_control_runs(request.user)
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[Any]:
+        fields = list(super().get_fields(request, obj))
+        if not permissions.can_view_events(request.user):
+            fields.remove("event_data")  # an event's data needs view_event
+        return fields
 
     @admin.action(description="Cancel selected runs", permissions=["control"])
     def cancel_runs(self, request: HttpRequest, queryset: QuerySet) -> None:
@@ -406,6 +418,16 @@ class EventAdmin(ReadOnlyAdmin):
     fields = ["id", "sender_id", "name", "ts", "received_at", "data_json", "runs_link"]
     readonly_fields = fields  # type: ignore[assignment]  # stubs type `fields` more broadly
     inlines = [RunInline]
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[Any]:
+        fields = list(super().get_fields(request, obj))
+        if not permissions.can_view_runs(request.user):
+            fields.remove("runs_link")  # the runs it started need view_run
+        return fields
+
+    def get_list_display(self, request: HttpRequest) -> list[Any]:
+        shown = list(super().get_list_display(request))
+        return shown if permissions.can_view_runs(request.user) else shown[:-1]
 
     @admin.display(description="data")
     def data_json(self, event: Event) -> SafeString:

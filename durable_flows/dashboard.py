@@ -21,7 +21,7 @@ from django.shortcuts import redirect, render
 from django.urls import NoReverseMatch, reverse
 from django.views.decorators.http import require_POST
 
-from . import clock, control
+from . import clock, control, permissions
 from .events import parse_json_body, send
 from .exceptions import EventValidationError, RunNotFound
 from .models import FINISHED, Event, Run, RunStatus, Step
@@ -31,23 +31,33 @@ from .templatetags.durable_flows import format_duration
 PAGE_SIZE = 50
 
 
-def staff_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-    """Anonymous visitors go to the admin's login page; signed-in non-staff get a 403."""
+View = Callable[..., HttpResponse]
 
-    @wraps(view)
-    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        user = request.user
-        if not user.is_authenticated:
-            try:
-                login_url = reverse("admin:login")
-            except NoReverseMatch:
-                return HttpResponse("Staff only: sign in first.", status=401)
-            return redirect_to_login(request.get_full_path(), login_url)
-        if not (user.is_active and user.is_staff):
-            return HttpResponse("Staff only.", status=403)
-        return view(request, *args, **kwargs)
 
-    return wrapper
+def requires(rule: str) -> Callable[[View], View]:
+    """Staff holding the permission of ``rule`` (``durable_flows.permissions``), as in the
+    admin: anonymous visitors go to the admin's login page, anyone else gets a 403."""
+
+    def decorate(view: View) -> View:
+        @wraps(view)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            user = request.user
+            if not user.is_authenticated:
+                try:
+                    login_url = reverse("admin:login")
+                except NoReverseMatch:
+                    return HttpResponse("Staff only: sign in first.", status=401)
+                return redirect_to_login(request.get_full_path(), login_url)
+            if not permissions.is_staff(user):
+                return HttpResponse("Staff only.", status=403, content_type="text/plain")
+            if not permissions.allowed(user, rule):
+                text = f"Forbidden: this needs the {permissions.needed(rule)} permission."
+                return HttpResponse(text, status=403, content_type="text/plain")
+            return view(request, *args, **kwargs)
+
+        return wrapper
+
+    return decorate
 
 
 def _checked_id(value: str) -> str:
@@ -91,12 +101,21 @@ def _page(request: HttpRequest, rows: QuerySet) -> dict[str, Any]:
     }
 
 
-def _render(request: HttpRequest, page: str, fragment: str, context: dict[str, Any]):
-    template = fragment if request.GET.get("fragment") else page
-    return render(request, f"durable_flows/{template}", context)
+def _render(
+    request: HttpRequest,
+    page: str,
+    context: dict[str, Any],
+    *,
+    fragment: str | None = None,
+    status: int = 200,
+) -> HttpResponse:
+    """A page, or its live ``fragment`` (``?fragment=1``), with what the user may do."""
+    template = fragment if fragment and request.GET.get("fragment") else page
+    context = {**context, "can": permissions.for_user(request.user)}
+    return render(request, f"durable_flows/{template}", context, status=status)
 
 
-@staff_required
+@requires("view_runs")
 def runs(request: HttpRequest) -> HttpResponse:
     status = _param(request, "status")
     function_id = _param(request, "function")
@@ -128,7 +147,7 @@ def runs(request: HttpRequest) -> HttpResponse:
         "total_day": sum(counts.values()),
         "nav": "runs",
     }
-    return _render(request, "runs.html", "_runs_table.html", context)
+    return _render(request, "runs.html", context, fragment="_runs_table.html")
 
 
 def waterfall(run: Run, steps: list[Step]) -> list[dict[str, Any]]:
@@ -158,7 +177,7 @@ def waterfall(run: Run, steps: list[Step]) -> list[dict[str, Any]]:
     return bars
 
 
-@staff_required
+@requires("view_runs")
 def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
     try:
         run = (
@@ -181,7 +200,7 @@ def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
         "can_cancel": run.status not in FINISHED,
         "nav": "runs",
     }
-    return _render(request, "run.html", "_run_body.html", context)
+    return _render(request, "run.html", context, fragment="_run_body.html")
 
 
 def _control(action: Any, run_id: str) -> Any:
@@ -193,7 +212,7 @@ def _control(action: Any, run_id: str) -> Any:
 
 
 @require_POST
-@staff_required
+@requires("control_runs")
 def run_cancel(request: HttpRequest, run_id: str) -> HttpResponse:
     run = _control(control.cancel, run_id)
     if run.status == RunStatus.CANCELLED:
@@ -206,7 +225,7 @@ def run_cancel(request: HttpRequest, run_id: str) -> HttpResponse:
 
 
 @require_POST
-@staff_required
+@requires("control_runs")
 def run_rerun(request: HttpRequest, run_id: str) -> HttpResponse:
     new_id = _control(control.rerun, run_id)
     _notify(request, f"Started a new run from the same event (rerun of {run_id}).")
@@ -214,7 +233,7 @@ def run_rerun(request: HttpRequest, run_id: str) -> HttpResponse:
 
 
 @require_POST
-@staff_required
+@requires("control_runs")
 def run_retry(request: HttpRequest, run_id: str) -> HttpResponse:
     try:
         run = _control(control.retry, run_id)
@@ -225,7 +244,7 @@ def run_retry(request: HttpRequest, run_id: str) -> HttpResponse:
     return redirect("durable_flows:run", run_id=run.pk)
 
 
-@staff_required
+@requires("view_events")
 def events(request: HttpRequest) -> HttpResponse:
     name = _param(request, "name")
     sender_id = _param(request, "sender_id")
@@ -236,22 +255,23 @@ def events(request: HttpRequest) -> HttpResponse:
         rows = rows.filter(sender_id=sender_id)
     filters = {"name": name, "sender_id": sender_id}
     context = {"page": _page(request, rows), "filters": filters, "nav": "events"}
-    return render(request, "durable_flows/events.html", context)
+    return _render(request, "events.html", context)
 
 
-@staff_required
+@requires("view_events")
 def event_detail(request: HttpRequest, event_id: str) -> HttpResponse:
     try:
         event = Event.objects.get(pk=_checked_id(event_id))
     except Event.DoesNotExist:
         raise Http404("no such event")
-    event_runs = list(event.runs.order_by("created_at", "id")[:200])
+    shown = permissions.can_view_runs(request.user)
+    event_runs = list(event.runs.order_by("created_at", "id")[:200]) if shown else []
     live = any(run.status not in FINISHED for run in event_runs)
     context = {"event": event, "runs": event_runs, "live": live, "nav": "events"}
-    return _render(request, "event.html", "_event_runs.html", context)
+    return _render(request, "event.html", context, fragment="_event_runs.html")
 
 
-@staff_required
+@requires("view_runs")
 def functions(request: HttpRequest) -> HttpResponse:
     since = clock.now() - timedelta(days=1)
     stats: dict[str, dict[str, int]] = {}
@@ -280,7 +300,7 @@ def functions(request: HttpRequest) -> HttpResponse:
                 "failure_rate": (failed / finished * 100) if finished else None,
             }
         )
-    return render(request, "durable_flows/functions.html", {"rows": rows, "nav": "functions"})
+    return _render(request, "functions.html", {"rows": rows, "nav": "functions"})
 
 
 class SendEventForm(forms.Form):
@@ -314,7 +334,7 @@ class SendEventForm(forms.Form):
         return value
 
 
-@staff_required
+@requires("send_events")
 def send_event(request: HttpRequest) -> HttpResponse:
     form = SendEventForm(request.POST or None, initial={"name": request.GET.get("name", "")})
     if request.method == "POST" and form.is_valid():
@@ -328,7 +348,9 @@ def send_event(request: HttpRequest) -> HttpResponse:
         else:
             started = Event.objects.get(pk=event_id).runs.count()
             _notify(request, f"Event sent; it started {started} run(s).")
-            return redirect("durable_flows:event", event_id=event_id)
+            if permissions.can_view_events(request.user):
+                return redirect("durable_flows:event", event_id=event_id)
+            return redirect("durable_flows:send-event")
     triggers = sorted({t.event for f in registry.all() for t in f.triggers if hasattr(t, "event")})
     context = {"form": form, "triggers": triggers, "nav": "send"}
-    return render(request, "durable_flows/send.html", context, status=400 if form.errors else 200)
+    return _render(request, "send.html", context, status=400 if form.errors else 200)

@@ -114,13 +114,20 @@ def test_staff_send_by_basic_auth_and_by_session_with_csrf(staff):
     assert Event.objects.count() == 2
 
 
-def test_the_permission_classes_come_from_the_setting(client, member):
+def test_the_permission_classes_come_from_the_setting_and_the_model_permission_still_applies(
+    client, member
+):
+    from django.contrib.auth.models import Permission
+
     flows = {**settings.DURABLE_FLOWS}
     flows["API_PERMISSION_CLASSES"] = ["rest_framework.permissions.IsAuthenticated"]
     with override_settings(DURABLE_FLOWS=flows):
+        # Who may use the API comes from the setting; what they may read, from view_run.
+        assert client.get(API + "/runs/", **basic(member)).status_code == 403
+        member.user_permissions.add(Permission.objects.get(codename="view_run"))
         assert client.get(API + "/runs/", **basic(member)).status_code == 200
         assert client.get(API + "/runs/").status_code == 401
-    assert client.get(API + "/runs/", **basic(member)).status_code == 403
+    assert client.get(API + "/runs/", **basic(member)).status_code == 403  # not staff
 
 
 # --- bad input: a clear 4xx JSON error, nothing stored ----------------------------

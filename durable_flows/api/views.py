@@ -20,12 +20,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
-from .. import __version__, control, ingest
+from .. import __version__, control, ingest, permissions
 from ..exceptions import EventValidationError, RunNotFound
 from ..models import Event, Run, RunStatus, Step
 from ..registry import registry
 from . import serializers as s
-from .auth import AUTHENTICATION_CLASSES, EventKeyOrConfigured, configured_permissions
+from .auth import AUTHENTICATION_CLASSES, EventKeyOrUser, user_permissions
 
 
 class EventKeyScheme(OpenApiAuthenticationExtension):
@@ -72,9 +72,11 @@ class APIMixin:
     parser_classes = [StrictJSONParser]
     pagination_class = Pagination
     schema = AutoSchema()
+    # action -> a rule of durable_flows.permissions (None: the view's only rule)
+    permission_rules: dict[str | None, str] = {}
 
     def get_permissions(self) -> list[Any]:
-        return configured_permissions()
+        return user_permissions()
 
     def get_exception_handler(self) -> Any:
         return handle_exception
@@ -157,6 +159,12 @@ class RunViewSet(APIMixin, viewsets.ReadOnlyModelViewSet):
     """Runs, newest first; a run's detail has its ``steps`` in order."""
 
     schema = RunSchema()
+    permission_rules = {
+        None: "view_runs",
+        "cancel": "control_runs",
+        "rerun": "control_runs",
+        "retry": "control_runs",
+    }
 
     filter_backends = [DjangoFilterBackend]
     filterset_class = RunFilter
@@ -225,6 +233,7 @@ class EventViewSet(
     filterset_class = EventFilter
     schema = EventSchema()
     lookup_value_regex = ".+"
+    permission_rules = {None: "view_events", "create": "send_events"}
 
     def get_queryset(self) -> QuerySet[Event]:
         events = Event.objects.order_by("-received_at", "-id")
@@ -234,11 +243,13 @@ class EventViewSet(
         return events
 
     def get_serializer_class(self) -> type:
-        return s.EventDetailSerializer if self.action == "retrieve" else s.EventSerializer
+        if self.action == "retrieve" and permissions.can_view_runs(self.request.user):
+            return s.EventDetailSerializer  # with the runs it started: they need view_run
+        return s.EventSerializer
 
     def get_permissions(self) -> list[Any]:
         if self.action == "create":
-            return [EventKeyOrConfigured()]
+            return [EventKeyOrUser()]
         return super().get_permissions()
 
     def get_object(self) -> Event:
@@ -257,6 +268,7 @@ class FunctionListView(APIMixin, generics.ListAPIView):
     """Registered functions with their triggers and options."""
 
     serializer_class = s.FunctionSerializer
+    permission_rules = {None: "view_runs"}
 
     def get_queryset(self) -> list[dict[str, Any]]:
         return [f.describe() for f in sorted(registry.all(), key=lambda f: f.id)]
@@ -291,8 +303,10 @@ class SchemaView(SpectacularAPIView):
         "APPEND_COMPONENTS": {"schemas": {"EventIn": EVENT_IN_SCHEMA}},
     }
 
+    permission_rules = {None: "read"}
+
     def get_permissions(self) -> list[Any]:
-        return configured_permissions()
+        return user_permissions()
 
     def get_exception_handler(self) -> Any:
         return handle_exception
