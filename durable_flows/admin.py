@@ -10,7 +10,7 @@ from django.contrib import admin, messages
 from django.core.paginator import Paginator
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
-from django.urls import reverse
+from django.urls import URLPattern, reverse
 from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
@@ -19,6 +19,7 @@ from django.utils.safestring import SafeString
 from . import clock, control, keys, permissions
 from .conf import flow_settings
 from .exceptions import RunNotFound
+from .middleware import reject_malformed_urls
 from .models import FINISHED, Event, EventKey, Run, RunStatus, Step, Wait, Worker
 from .registry import registry
 from .templatetags.durable_flows import format_duration
@@ -109,6 +110,14 @@ class ReadOnlyAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
+    def get_urls(self) -> list[URLPattern]:
+        # NUL in an id or a filter reaches PostgreSQL as a DataError (a server error)
+        # from Django's own views: each page refuses such a URL first.
+        urls = super().get_urls()
+        for url in urls:
+            url.callback = reject_malformed_urls(url.callback)
+        return urls
+
 
 class FunctionFilter(admin.SimpleListFilter):
     """Choices from the registry, not from a DISTINCT over the whole table."""
@@ -120,7 +129,7 @@ class FunctionFilter(admin.SimpleListFilter):
         return [(f, f) for f in sorted(registry.ids())]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
-        value = (self.value() or "").replace("\x00", "")
+        value = self.value() or ""
         return queryset.filter(function_id=value) if value else queryset
 
 
@@ -243,7 +252,7 @@ class RunAdmin(OutcomeColumns, ReadOnlyAdmin):
         # Exact matches, each served by an index. An OR that reaches across the
         # join to the event's name would scan the whole table, so a term that is
         # an event name is searched on its own.
-        term = search_term.replace("\x00", "").strip()
+        term = search_term.strip()
         if not term:
             return queryset, False
         if Event.objects.filter(name=term).exists():

@@ -24,6 +24,7 @@ from django.views.decorators.http import require_POST
 from . import clock, control, permissions
 from .events import parse_json_body, send
 from .exceptions import EventValidationError, RunNotFound
+from .middleware import bad_url_response, url_problem
 from .models import FINISHED, Event, Run, RunStatus, Step
 from .registry import registry
 from .templatetags.durable_flows import format_duration
@@ -41,6 +42,9 @@ def requires(rule: str) -> Callable[[View], View]:
     def decorate(view: View) -> View:
         @wraps(view)
         def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            problem = url_problem(request)
+            if problem:  # NUL or invalid UTF-8 can name nothing; PostgreSQL refuses NUL
+                return bad_url_response(request, problem)
             user = request.user
             if not user.is_authenticated:
                 try:
@@ -60,15 +64,9 @@ def requires(rule: str) -> Callable[[View], View]:
     return decorate
 
 
-def _checked_id(value: str) -> str:
-    if "\x00" in value:  # never stored, and PostgreSQL refuses it in a query
-        raise Http404("no such object")
-    return value
-
-
 def _param(request: HttpRequest, name: str) -> str:
-    """A filter value; NUL cannot match anything stored, and PostgreSQL refuses it."""
-    return request.GET.get(name, "").replace("\x00", "").strip()
+    """A filter value (NUL never gets here: ``requires`` answers 400 to it)."""
+    return request.GET.get(name, "").strip()
 
 
 def _notify(request: HttpRequest, text: str, *, error: bool = False) -> None:
@@ -183,7 +181,7 @@ def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
         run = (
             Run.objects.select_related("event", "rerun_of", "parent_run")
             .prefetch_related(Prefetch("steps", Step.objects.order_by("position", "id")))
-            .get(pk=_checked_id(run_id))
+            .get(pk=run_id)
         )
     except Run.DoesNotExist:
         raise Http404("no such run")
@@ -206,7 +204,7 @@ def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
 def _control(action: Any, run_id: str) -> Any:
     """Call a ``durable_flows.control`` action on a run; an unknown run is a 404."""
     try:
-        return action(_checked_id(run_id))
+        return action(run_id)
     except RunNotFound:
         raise Http404("no such run")
 
@@ -261,7 +259,7 @@ def events(request: HttpRequest) -> HttpResponse:
 @requires("view_events")
 def event_detail(request: HttpRequest, event_id: str) -> HttpResponse:
     try:
-        event = Event.objects.get(pk=_checked_id(event_id))
+        event = Event.objects.get(pk=event_id)
     except Event.DoesNotExist:
         raise Http404("no such event")
     shown = permissions.can_view_runs(request.user)

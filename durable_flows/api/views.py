@@ -22,6 +22,7 @@ from rest_framework.views import exception_handler
 
 from .. import __version__, control, ingest, permissions
 from ..exceptions import EventValidationError, RunNotFound
+from ..middleware import url_problem
 from ..models import Event, Run, RunStatus, Step
 from ..registry import registry
 from . import serializers as s
@@ -81,12 +82,16 @@ class APIMixin:
     def get_exception_handler(self) -> Any:
         return handle_exception
 
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        reject_malformed_url(request)
+        super().initial(request, *args, **kwargs)  # type: ignore[misc]
 
-def _safe_pk(value: str) -> str:
-    # NUL cannot be in a stored id, and PostgreSQL refuses it in a query: not found.
-    if "\x00" in value:
-        raise exceptions.NotFound("no such object")
-    return value
+
+def reject_malformed_url(request: Request) -> None:
+    """NUL or invalid UTF-8 in the URL: a 400, before authentication or any query."""
+    problem = url_problem(request._request)
+    if problem:
+        raise exceptions.ParseError(f"Bad request: {problem}.")
 
 
 class RunFilter(django_filters.FilterSet):
@@ -178,10 +183,6 @@ class RunViewSet(APIMixin, viewsets.ReadOnlyModelViewSet):
     def get_serializer_class(self) -> type:
         return s.RunSerializer if self.action == "list" else s.RunDetailSerializer
 
-    def get_object(self) -> Run:
-        _safe_pk(self.kwargs["pk"])
-        return super().get_object()
-
     def _answer(self, run_id: str, code: int) -> Response:
         run = self.get_queryset().get(pk=run_id)
         return Response(s.RunDetailSerializer(run).data, status=code)
@@ -189,20 +190,20 @@ class RunViewSet(APIMixin, viewsets.ReadOnlyModelViewSet):
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str) -> Response:
         """Cancel the run (a running one stops between steps); a finished run is unchanged."""
-        run = control.cancel(_safe_pk(pk))
+        run = control.cancel(pk)
         return self._answer(run.pk, status.HTTP_200_OK)
 
     @action(detail=True, methods=["post"])
     def rerun(self, request: Request, pk: str) -> Response:
         """Start a new run of the same function from the same event."""
-        new_id = control.rerun(_safe_pk(pk))
+        new_id = control.rerun(pk)
         return self._answer(new_id, status.HTTP_201_CREATED)
 
     @action(detail=True, methods=["post"])
     def retry(self, request: Request, pk: str) -> Response:
         """Resume a failed run from the step that failed it (409 if it had not failed)."""
         try:
-            run = control.retry(_safe_pk(pk))
+            run = control.retry(pk)
         except control.NotRetriable as exc:
             return Response(
                 {"error": str(exc), "detail": str(exc)}, status=status.HTTP_409_CONFLICT
@@ -251,10 +252,6 @@ class EventViewSet(
         if self.action == "create":
             return [EventKeyOrUser()]
         return super().get_permissions()
-
-    def get_object(self) -> Event:
-        _safe_pk(self.kwargs["pk"])
-        return super().get_object()
 
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         if request.stream is None:  # DRF hands an empty body over as {} without parsing it
@@ -307,6 +304,10 @@ class SchemaView(SpectacularAPIView):
 
     def get_permissions(self) -> list[Any]:
         return user_permissions()
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        reject_malformed_url(request)
+        super().initial(request, *args, **kwargs)
 
     def get_exception_handler(self) -> Any:
         return handle_exception
