@@ -21,7 +21,7 @@ from django.shortcuts import redirect, render
 from django.urls import NoReverseMatch, reverse
 from django.views.decorators.http import require_POST
 
-from . import clock, control, permissions
+from . import clock, control, display, permissions
 from .events import parse_json_body, send
 from .exceptions import EventValidationError, RunNotFound
 from .middleware import bad_url_response, url_problem
@@ -110,7 +110,29 @@ def _render(
     """A page, or its live ``fragment`` (``?fragment=1``), with what the user may do."""
     template = fragment if fragment and request.GET.get("fragment") else page
     context = {**context, "can": permissions.for_user(request.user)}
-    return render(request, f"durable_flows/{template}", context, status=status)
+    with display.page_budget():  # all the JSON of one page: bounded (display.py)
+        return render(request, f"durable_flows/{template}", context, status=status)
+
+
+def _raw_json(request: HttpRequest, run: Run) -> HttpResponse:
+    """``?json=output|error|event`` (``&step=<id>`` for a step's): the stored value whole."""
+    field, step_id = request.GET.get("json"), request.GET.get("step")
+    if step_id is not None:
+        step = next((s for s in run.steps.all() if str(s.pk) == step_id), None)
+        if step is None or field not in ("output", "error"):
+            raise Http404("no such step value")
+        return display.raw_response(getattr(step, field))
+    if field in ("output", "error"):
+        return display.raw_response(getattr(run, field))
+    if field == "event" and run.event is not None:
+        if not permissions.can_view_events(request.user):
+            return HttpResponse(
+                "Forbidden: this needs the durable_flows.view_event permission.",
+                status=403,
+                content_type="text/plain",
+            )
+        return display.raw_response(run.event.as_dict())
+    raise Http404("no such value")
 
 
 @requires("view_runs")
@@ -118,7 +140,12 @@ def runs(request: HttpRequest) -> HttpResponse:
     status = _param(request, "status")
     function_id = _param(request, "function")
     event_name = _param(request, "event_name")
-    rows = Run.objects.select_related("event").order_by("-created_at", "-id")
+    # Stored JSON is never read for a list: a page of runs stays as cheap however large.
+    rows = (
+        Run.objects.select_related("event")
+        .defer("output", "error", "event__data")
+        .order_by("-created_at", "-id")
+    )
     if status in RunStatus.values:
         rows = rows.filter(status=status)
     if function_id:
@@ -177,21 +204,39 @@ def waterfall(run: Run, steps: list[Step]) -> list[dict[str, Any]]:
 
 @requires("view_runs")
 def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
+    # Stored JSON is read as the start of its text and its length (display.stored):
+    # the page's time is bounded however large the values and however many steps.
+    steps_shown = (
+        Step.objects.order_by("position", "id")
+        .defer("output", "error")
+        .annotate(**display.stored("output", "error"))
+    )
     try:
         run = (
-            Run.objects.select_related("event", "rerun_of", "parent_run")
-            .prefetch_related(Prefetch("steps", Step.objects.order_by("position", "id")))
+            Run.objects.select_related("event")
+            .defer("output", "error", "event__data")
+            .annotate(**display.stored("output", "error", "event__data"))
+            .prefetch_related(Prefetch("steps", steps_shown))
             .get(pk=run_id)
         )
     except Run.DoesNotExist:
         raise Http404("no such run")
+    if "json" in request.GET:
+        return _raw_json(request, run)
     steps = list(run.steps.all())
+    for step in steps:
+        step.shown_output = display.Stored.of(step, "output")
+        step.shown_error = display.Stored.of(step, "error")
     end = run.ended_at or clock.now()
+    related = ("id", "status", "function_id", "created_at")
     context = {
         "run": run,
+        "shown": {
+            field: display.Stored.of(run, field) for field in ("output", "error", "event__data")
+        },
         "bars": waterfall(run, steps),
-        "reruns": list(run.reruns.order_by("-created_at")[:20]),
-        "children": list(run.children.order_by("created_at")[:50]),
+        "reruns": list(run.reruns.only(*related).order_by("-created_at")[:20]),
+        "children": list(run.children.only(*related).order_by("created_at")[:50]),
         "total": format_duration(end - (run.started_at or run.created_at)),
         "queued_for": format_duration((run.started_at or end) - run.created_at),
         "live": run.status not in FINISHED,
@@ -246,26 +291,45 @@ def run_retry(request: HttpRequest, run_id: str) -> HttpResponse:
 def events(request: HttpRequest) -> HttpResponse:
     name = _param(request, "name")
     sender_id = _param(request, "sender_id")
-    rows = Event.objects.order_by("-received_at", "-id")
+    rows = (
+        Event.objects.defer("data")
+        .annotate(**display.stored("data", head=200))
+        .order_by("-received_at", "-id")
+    )
     if name:
         rows = rows.filter(name=name)
     if sender_id:
         rows = rows.filter(sender_id=sender_id)
+    page = _page(request, rows)
+    for event in page["items"]:
+        event.data_line = display.one_line(display.Stored.of(event, "data"))
     filters = {"name": name, "sender_id": sender_id}
-    context = {"page": _page(request, rows), "filters": filters, "nav": "events"}
+    context = {"page": page, "filters": filters, "nav": "events"}
     return _render(request, "events.html", context)
 
 
 @requires("view_events")
 def event_detail(request: HttpRequest, event_id: str) -> HttpResponse:
     try:
-        event = Event.objects.get(pk=event_id)
+        event = Event.objects.defer("data").annotate(**display.stored("data")).get(pk=event_id)
     except Event.DoesNotExist:
         raise Http404("no such event")
+    if "json" in request.GET:
+        if request.GET["json"] != "data":
+            raise Http404("no such value")
+        return display.raw_response(event.data)
     shown = permissions.can_view_runs(request.user)
-    event_runs = list(event.runs.order_by("created_at", "id")[:200]) if shown else []
+    related = ("id", "status", "function_id", "created_at", "started_at", "ended_at", "rerun_of")
+    started = event.runs.only(*related).order_by("created_at", "id")
+    event_runs = list(started[:200]) if shown else []
     live = any(run.status not in FINISHED for run in event_runs)
-    context = {"event": event, "runs": event_runs, "live": live, "nav": "events"}
+    context = {
+        "event": event,
+        "data": display.Stored.of(event, "data"),
+        "runs": event_runs,
+        "live": live,
+        "nav": "events",
+    }
     return _render(request, "event.html", context, fragment="_event_runs.html")
 
 

@@ -242,3 +242,22 @@ def _seen_elsewhere(run_id: str) -> list[int]:
 def checkpoint_visible(ctx: df.Context) -> list[int]:
     ctx.step.run("first", record, "first", ctx.run_id)
     return ctx.step.run("second", _seen_elsewhere, ctx.run_id)
+
+
+def _copy(value: object) -> object:
+    return value
+
+
+def _explode(text: str) -> None:
+    raise ValueError(text)
+
+
+@df.function(id="echo", trigger=df.TriggerEvent(event="test/echo"), retries=0)
+def echo(ctx: df.Context) -> object:
+    """Stores its event's payload again and again: step outputs, an error, its output."""
+    payload = ctx.event.data["payload"]
+    for _ in range(ctx.event.data.get("steps", 1)):
+        ctx.step.run("copy", _copy, payload)
+    if ctx.event.data.get("fail"):
+        ctx.step.run("explode", _explode, repr(payload))
+    return payload
