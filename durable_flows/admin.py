@@ -3,22 +3,25 @@ that call the same functions as Python users (``durable_flows.control``, ``keys`
 
 from __future__ import annotations
 
-import json
 from typing import Any, cast
 
 from django.contrib import admin, messages
+from django.contrib.admin.utils import quote, unquote
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db.models import Q, QuerySet
-from django.http import HttpRequest
-from django.urls import reverse
+from django.http import Http404, HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from . import clock, control, keys
+from . import clock, control, display, keys, permissions
 from .conf import flow_settings
 from .exceptions import RunNotFound
+from .middleware import reject_malformed_urls
 from .models import FINISHED, Event, EventKey, Run, RunStatus, Step, Wait, Worker
 from .registry import registry
 from .templatetags.durable_flows import format_duration
@@ -37,31 +40,9 @@ class CappedPaginator(Paginator):
             return len(self.object_list)
 
 
-def pretty_json(value: Any) -> SafeString:
-    if value is None:
-        return format_html('<span style="color:var(--body-quiet-color)">{}</span>', "—")
-    text = json.dumps(value, indent=2, ensure_ascii=False)
-    return format_html(
-        '<pre style="margin:0;max-height:360px;overflow:auto;white-space:pre-wrap">{}</pre>', text
-    )
-
-
-def error_html(error: dict[str, Any] | None) -> SafeString:
-    if not error:
-        return format_html("{}", "—")
-    traceback = error.get("traceback")
-    return format_html(
-        '<div><strong style="color:#ba2121">{}</strong>: {}</div>{}',
-        error.get("type", "Error"),
-        error.get("message", ""),
-        format_html(
-            '<pre style="margin:6px 0 0;max-height:360px;max-width:80ch;overflow:auto;'
-            'white-space:pre-wrap;font-size:11px">{}</pre>',
-            traceback,
-        )
-        if traceback
-        else "",
-    )
+def raw_json_url(model: str, pk: Any, field: str) -> str:
+    """The admin's URL of a stored JSON value shown (cut short) on its pages."""
+    return reverse(f"admin:durable_flows_{model}_json", args=[quote(pk), field])
 
 
 STATUS_COLOURS = {
@@ -100,6 +81,46 @@ class ReadOnlyAdmin(admin.ModelAdmin):
     paginator = CappedPaginator
     list_per_page = 50
 
+    class Media:
+        css = {"all": ["durable_flows/admin.css"]}
+
+    # JSON columns: deferred on every page, read on an object's page as the start of
+    # their text and its length (display.stored), so that no page loads them whole.
+    json_fields: tuple[str, ...] = ()
+    shown_json_fields: tuple[str, ...] = ()
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).defer(*self.json_fields)
+
+    def get_object(self, request: HttpRequest, object_id: str, from_field: Any = None) -> Any:
+        queryset = self.get_queryset(request).annotate(**display.stored(*self.shown_json_fields))
+        field: Any = self.opts.pk if from_field is None else self.opts.get_field(from_field)
+        try:
+            return queryset.get(**{field.name: field.to_python(object_id)})
+        except (self.model.DoesNotExist, ValidationError, ValueError):
+            return None
+
+    def raw_json(self, request: HttpRequest, obj: Any, field: str) -> Any:
+        """The stored JSON value ``field`` of ``obj`` (``<id>/json/<field>/``); Http404 if none."""
+        raise Http404("no such value")
+
+    def raw_json_view(self, request: HttpRequest, object_id: str, field: str) -> HttpResponse:
+        obj = self.get_object(request, unquote(object_id))
+        if obj is None:
+            raise Http404("no such object")
+        if not self.has_view_permission(request, obj):
+            raise PermissionDenied
+        return display.raw_response(self.raw_json(request, obj, field))
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None
+    ) -> HttpResponse:
+        with display.page_budget():  # all the JSON on one page: bounded (display.py)
+            response = super().change_view(request, object_id, form_url, extra_context)
+            if isinstance(response, TemplateResponse):
+                response.render()
+        return response
+
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
@@ -108,6 +129,20 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    def get_urls(self) -> list[URLPattern]:
+        opts = self.opts
+        raw = path(
+            "<path:object_id>/json/<str:field>/",
+            self.admin_site.admin_view(self.raw_json_view),
+            name=f"{opts.app_label}_{opts.model_name}_json",
+        )
+        urls = [raw, *super().get_urls()]
+        # NUL in an id or a filter reaches PostgreSQL as a DataError (a server error)
+        # from Django's own views: each page refuses such a URL first.
+        for url in urls:
+            url.callback = reject_malformed_urls(url.callback)
+        return urls
 
 
 class FunctionFilter(admin.SimpleListFilter):
@@ -120,7 +155,7 @@ class FunctionFilter(admin.SimpleListFilter):
         return [(f, f) for f in sorted(registry.ids())]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
-        value = (self.value() or "").replace("\x00", "")
+        value = self.value() or ""
         return queryset.filter(function_id=value) if value else queryset
 
 
@@ -135,20 +170,41 @@ class OutcomeColumns:
 
     @admin.display(description="output")
     def output_json(self, record: Run | Step) -> SafeString:
-        return pretty_json(record.output)
+        shown = display.Stored.of(record, "output")
+        return display.json_block(shown, self._raw_url(record, "output"))
 
     @admin.display(description="error")
     def error_html(self, record: Run | Step) -> SafeString:
-        return error_html(record.error)
+        shown = display.Stored.of(record, "error")
+        return display.error_block(shown, self._raw_url(record, "error"))
+
+    @staticmethod
+    def _raw_url(record: Run | Step, field: str) -> str:
+        if isinstance(record, Step):
+            return raw_json_url("run", record.run_id, f"step-{record.pk}-{field}")
+        return raw_json_url("run", record.pk, field)
 
 
 class ReadOnlyInline(admin.TabularInline):
-    """Rows shown beside their parent, never added, changed or deleted from here."""
+    """Rows shown beside their parent, never added, changed or deleted from here.
+
+    Shown to whoever may read runs (``view_run``): steps and waits are part of a
+    run, not models with permissions of their own (durable_flows.permissions)."""
 
     extra = 0
     max_num = 0
     can_delete = False
     show_change_link = False
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return permissions.can_view_runs(request.user)
+
+    json_fields: tuple[str, ...] = ()  # deferred: never loaded whole for a page
+    shown_json_fields: tuple[str, ...] = ()  # shown (bounded) from the start of their text
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        rows = super().get_queryset(request).defer(*self.json_fields)
+        return rows.annotate(**display.stored(*self.shown_json_fields))
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -159,6 +215,7 @@ class ReadOnlyInline(admin.TabularInline):
 
 class StepInline(OutcomeColumns, ReadOnlyInline):
     model = Step
+    json_fields = shown_json_fields = ("output", "error")
     ordering = ["position", "id"]
     fields = ["position", "name", "kind", "step_status", "attempts", "started", "duration"]
     fields += ["output_json", "error_html"]
@@ -237,7 +294,7 @@ class RunAdmin(OutcomeColumns, ReadOnlyAdmin):
         # Exact matches, each served by an index. An OR that reaches across the
         # join to the event's name would scan the whole table, so a term that is
         # an event name is searched on its own.
-        term = search_term.replace("\x00", "").strip()
+        term = search_term.strip()
         if not term:
             return queryset, False
         if Event.objects.filter(name=term).exists():
@@ -258,7 +315,21 @@ class RunAdmin(OutcomeColumns, ReadOnlyAdmin):
 
     @admin.display(description="event data")
     def event_data(self, run: Run) -> SafeString:
-        return pretty_json(run.event.data if run.event else None)
+        data = display.Stored.of(run, "event__data") if run.event_id else None
+        return display.json_block(data, raw_json_url("run", run.pk, "event"))
+
+    def raw_json(self, request: HttpRequest, run: Run, field: str) -> Any:
+        if field in ("output", "error"):
+            return getattr(run, field)
+        if field == "event" and run.event is not None:
+            if not permissions.can_view_events(request.user):
+                raise PermissionDenied
+            return run.event.data
+        step_id, _, step_field = field.removeprefix("step-").partition("-")
+        step = run.steps.filter(pk=step_id).first() if step_id.isdigit() else None
+        if step is None or step_field not in ("output", "error"):
+            raise Http404("no such value")
+        return getattr(step, step_field)
 
     @admin.display(description="rerun of")
     def rerun_of_link(self, run: Run) -> SafeString | str:
@@ -298,6 +369,12 @@ class RunAdmin(OutcomeColumns, ReadOnlyAdmin):
             return format_html("{}", "—")
         return format_html('<a href="{}">Open the step timeline</a>', url)
 
+    json_fields = ("output", "error", "event__data")
+    shown_json_fields = json_fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).select_related("event")
+
     def change_view(
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None
     ):
@@ -315,7 +392,13 @@ class RunAdmin(OutcomeColumns, ReadOnlyAdmin):
         return super().change_view(request, object_id, form_url, extra_context)
 
     def has_control_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("durable_flows.change_run")
+        return permissions.can_control_runs(request.user)
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[Any]:
+        fields = list(super().get_fields(request, obj))
+        if not permissions.can_view_events(request.user):
+            fields.remove("event_data")  # an event's data needs view_event
+        return fields
 
     @admin.action(description="Cancel selected runs", permissions=["control"])
     def cancel_runs(self, request: HttpRequest, queryset: QuerySet) -> None:
@@ -383,6 +466,7 @@ def run_links(runs: QuerySet) -> SafeString | str:
 class RunInline(ReadOnlyInline):
     model = Run
     fk_name = "event"
+    json_fields = ("output", "error")
     fields = ["run_link", "function_id", "run_status", "created_at", "ended_at"]
     readonly_fields = fields  # type: ignore[assignment]  # stubs type `fields` more broadly
     ordering = ["created_at", "id"]
@@ -398,18 +482,36 @@ class RunInline(ReadOnlyInline):
 
 @admin.register(Event)
 class EventAdmin(ReadOnlyAdmin):
-    list_display = ["id", "name", "received_at", "ts", "runs_link"]
+    list_display = ["id", "name", "sender_id", "received_at", "ts", "runs_link"]
     list_filter = ["received_at"]
-    search_fields = ["=id", "=name"]
-    search_help_text = "An exact event id or name."
+    search_fields = ["=id", "=name", "=sender_id"]
+    search_help_text = "An exact event id, name or sender id."
     ordering = ["-received_at", "-id"]
-    fields = ["id", "name", "ts", "received_at", "data_json", "runs_link"]
+    fields = ["id", "sender_id", "name", "ts", "received_at", "data_json", "runs_link"]
     readonly_fields = fields  # type: ignore[assignment]  # stubs type `fields` more broadly
     inlines = [RunInline]
+    json_fields = ("data",)
+    shown_json_fields = json_fields
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[Any]:
+        fields = list(super().get_fields(request, obj))
+        if not permissions.can_view_runs(request.user):
+            fields.remove("runs_link")  # the runs it started need view_run
+        return fields
+
+    def get_list_display(self, request: HttpRequest) -> list[Any]:
+        shown = list(super().get_list_display(request))
+        return shown if permissions.can_view_runs(request.user) else shown[:-1]
 
     @admin.display(description="data")
     def data_json(self, event: Event) -> SafeString:
-        return pretty_json(event.data)
+        shown = display.Stored.of(event, "data")
+        return display.json_block(shown, raw_json_url("event", event.pk, "data"))
+
+    def raw_json(self, request: HttpRequest, event: Event, field: str) -> Any:
+        if field != "data":
+            raise Http404("no such value")
+        return event.data
 
     @admin.display(description="runs")
     def runs_link(self, event: Event) -> SafeString:

@@ -9,8 +9,9 @@ class DurableFlowsConfig(AppConfig):
     def ready(self) -> None:
         from django.utils.module_loading import autodiscover_modules
 
-        from . import checks  # noqa: F401 - registers the system checks
+        from . import checks, logs  # noqa: F401 - importing checks registers them
         from .conf import flow_settings
 
+        logs.install()  # event keys are masked in request logs
         flow_settings.check()  # unknown or malformed DURABLE_FLOWS keys fail at start-up
         autodiscover_modules("flows")

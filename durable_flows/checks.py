@@ -9,6 +9,8 @@ from django.core import checks
 
 from .exceptions import ConfigurationError
 
+MIDDLEWARE = "durable_flows.middleware.RejectMalformedURLs"
+
 
 @checks.register()
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
@@ -60,6 +62,16 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 hint="Set DATABASES[...]['OPTIONS'] = {'transaction_mode': 'IMMEDIATE', "
                 "'timeout': 30, 'init_command': 'PRAGMA journal_mode=WAL;'} (see README).",
                 id="durable_flows.W003",
+            )
+        )
+    if MIDDLEWARE not in getattr(settings, "MIDDLEWARE", []):
+        errors.append(
+            checks.Warning(
+                f"{MIDDLEWARE!r} is not in MIDDLEWARE: durable_flows' own pages refuse URLs "
+                "with NUL or invalid UTF-8, but Django's admin views for its models (e.g. "
+                "admin/r/<content type>/<id>/) answer them with a server error on PostgreSQL.",
+                hint=f"Put {MIDDLEWARE!r} first in MIDDLEWARE.",
+                id="durable_flows.W004",
             )
         )
     if "rest_framework" not in settings.INSTALLED_APPS:

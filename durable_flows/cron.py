@@ -5,7 +5,12 @@ Five fields as standard; a sixth, leading field of seconds is accepted too
 
 Parsing and tick arithmetic only (no database); ``scheduler.py`` starts the runs.
 Uses ``cronsim`` (the cron evaluator of healthchecks.io): pure Python, no
-dependencies, and it handles daylight-saving transitions the way cron does.
+dependencies, and it handles daylight-saving transitions the way Debian's cron
+does: a job at a fixed time (a number in both the minute and the hour field)
+runs once on the day of either change, at the first moment the wall clock
+reaches that time; every other job runs at each of its ticks in real time, so
+through the hour repeated in autumn it runs for both passes. Instants are
+handed to and taken from cronsim in UTC, where no hour repeats.
 """
 
 from __future__ import annotations
@@ -25,14 +30,19 @@ class Schedule:
 
     def previous(self, now: datetime) -> datetime:
         """The latest tick at or before ``now`` (UTC)."""
-        # cronsim iterates strictly before its start: start one second later.
-        local = now.astimezone(self.tz).replace(microsecond=0) + timedelta(seconds=1)
-        return next(CronSim(self.expression, local, reverse=True)).astimezone(UTC)
+        # cronsim iterates strictly before its start: start one second later. The
+        # second is added in UTC: arithmetic on an aware local time is wall-clock
+        # arithmetic, which drops ``fold`` and, in the hour repeated in autumn,
+        # lands an hour early (its ticks were never due).
+        start = now.astimezone(UTC).replace(microsecond=0) + timedelta(seconds=1)
+        return next(CronSim(self.expression, start.astimezone(self.tz), reverse=True)).astimezone(
+            UTC
+        )
 
     def next(self, now: datetime) -> datetime:
         """The first tick strictly after ``now`` (UTC)."""
-        local = now.astimezone(self.tz).replace(microsecond=0)
-        return next(CronSim(self.expression, local)).astimezone(UTC)
+        start = now.astimezone(UTC).replace(microsecond=0)
+        return next(CronSim(self.expression, start.astimezone(self.tz))).astimezone(UTC)
 
 
 def parse(cron: str) -> Schedule:

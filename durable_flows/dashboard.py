@@ -21,9 +21,10 @@ from django.shortcuts import redirect, render
 from django.urls import NoReverseMatch, reverse
 from django.views.decorators.http import require_POST
 
-from . import clock, control
+from . import clock, control, display, permissions
 from .events import parse_json_body, send
 from .exceptions import EventValidationError, RunNotFound
+from .middleware import bad_url_response, url_problem
 from .models import FINISHED, Event, Run, RunStatus, Step
 from .registry import registry
 from .templatetags.durable_flows import format_duration
@@ -31,34 +32,41 @@ from .templatetags.durable_flows import format_duration
 PAGE_SIZE = 50
 
 
-def staff_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-    """Anonymous visitors go to the admin's login page; signed-in non-staff get a 403."""
-
-    @wraps(view)
-    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        user = request.user
-        if not user.is_authenticated:
-            try:
-                login_url = reverse("admin:login")
-            except NoReverseMatch:
-                return HttpResponse("Staff only: sign in first.", status=401)
-            return redirect_to_login(request.get_full_path(), login_url)
-        if not (user.is_active and user.is_staff):
-            return HttpResponse("Staff only.", status=403)
-        return view(request, *args, **kwargs)
-
-    return wrapper
+View = Callable[..., HttpResponse]
 
 
-def _checked_id(value: str) -> str:
-    if "\x00" in value:  # never stored, and PostgreSQL refuses it in a query
-        raise Http404("no such object")
-    return value
+def requires(rule: str) -> Callable[[View], View]:
+    """Staff holding the permission of ``rule`` (``durable_flows.permissions``), as in the
+    admin: anonymous visitors go to the admin's login page, anyone else gets a 403."""
+
+    def decorate(view: View) -> View:
+        @wraps(view)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            problem = url_problem(request)
+            if problem:  # NUL or invalid UTF-8 can name nothing; PostgreSQL refuses NUL
+                return bad_url_response(request, problem)
+            user = request.user
+            if not user.is_authenticated:
+                try:
+                    login_url = reverse("admin:login")
+                except NoReverseMatch:
+                    return HttpResponse("Staff only: sign in first.", status=401)
+                return redirect_to_login(request.get_full_path(), login_url)
+            if not permissions.is_staff(user):
+                return HttpResponse("Staff only.", status=403, content_type="text/plain")
+            if not permissions.allowed(user, rule):
+                text = f"Forbidden: this needs the {permissions.needed(rule)} permission."
+                return HttpResponse(text, status=403, content_type="text/plain")
+            return view(request, *args, **kwargs)
+
+        return wrapper
+
+    return decorate
 
 
 def _param(request: HttpRequest, name: str) -> str:
-    """A filter value; NUL cannot match anything stored, and PostgreSQL refuses it."""
-    return request.GET.get(name, "").replace("\x00", "").strip()
+    """A filter value (NUL never gets here: ``requires`` answers 400 to it)."""
+    return request.GET.get(name, "").strip()
 
 
 def _notify(request: HttpRequest, text: str, *, error: bool = False) -> None:
@@ -91,17 +99,53 @@ def _page(request: HttpRequest, rows: QuerySet) -> dict[str, Any]:
     }
 
 
-def _render(request: HttpRequest, page: str, fragment: str, context: dict[str, Any]):
-    template = fragment if request.GET.get("fragment") else page
-    return render(request, f"durable_flows/{template}", context)
+def _render(
+    request: HttpRequest,
+    page: str,
+    context: dict[str, Any],
+    *,
+    fragment: str | None = None,
+    status: int = 200,
+) -> HttpResponse:
+    """A page, or its live ``fragment`` (``?fragment=1``), with what the user may do."""
+    template = fragment if fragment and request.GET.get("fragment") else page
+    context = {**context, "can": permissions.for_user(request.user)}
+    with display.page_budget():  # all the JSON of one page: bounded (display.py)
+        return render(request, f"durable_flows/{template}", context, status=status)
 
 
-@staff_required
+def _raw_json(request: HttpRequest, run: Run) -> HttpResponse:
+    """``?json=output|error|event`` (``&step=<id>`` for a step's): the stored value whole."""
+    field, step_id = request.GET.get("json"), request.GET.get("step")
+    if step_id is not None:
+        step = next((s for s in run.steps.all() if str(s.pk) == step_id), None)
+        if step is None or field not in ("output", "error"):
+            raise Http404("no such step value")
+        return display.raw_response(getattr(step, field))
+    if field in ("output", "error"):
+        return display.raw_response(getattr(run, field))
+    if field == "event" and run.event is not None:
+        if not permissions.can_view_events(request.user):
+            return HttpResponse(
+                "Forbidden: this needs the durable_flows.view_event permission.",
+                status=403,
+                content_type="text/plain",
+            )
+        return display.raw_response(run.event.as_dict())
+    raise Http404("no such value")
+
+
+@requires("view_runs")
 def runs(request: HttpRequest) -> HttpResponse:
     status = _param(request, "status")
     function_id = _param(request, "function")
     event_name = _param(request, "event_name")
-    rows = Run.objects.select_related("event").order_by("-created_at", "-id")
+    # Stored JSON is never read for a list: a page of runs stays as cheap however large.
+    rows = (
+        Run.objects.select_related("event")
+        .defer("output", "error", "event__data")
+        .order_by("-created_at", "-id")
+    )
     if status in RunStatus.values:
         rows = rows.filter(status=status)
     if function_id:
@@ -128,7 +172,7 @@ def runs(request: HttpRequest) -> HttpResponse:
         "total_day": sum(counts.values()),
         "nav": "runs",
     }
-    return _render(request, "runs.html", "_runs_table.html", context)
+    return _render(request, "runs.html", context, fragment="_runs_table.html")
 
 
 def waterfall(run: Run, steps: list[Step]) -> list[dict[str, Any]]:
@@ -158,42 +202,60 @@ def waterfall(run: Run, steps: list[Step]) -> list[dict[str, Any]]:
     return bars
 
 
-@staff_required
+@requires("view_runs")
 def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
+    # Stored JSON is read as the start of its text and its length (display.stored):
+    # the page's time is bounded however large the values and however many steps.
+    steps_shown = (
+        Step.objects.order_by("position", "id")
+        .defer("output", "error")
+        .annotate(**display.stored("output", "error"))
+    )
     try:
         run = (
-            Run.objects.select_related("event", "rerun_of", "parent_run")
-            .prefetch_related(Prefetch("steps", Step.objects.order_by("position", "id")))
-            .get(pk=_checked_id(run_id))
+            Run.objects.select_related("event")
+            .defer("output", "error", "event__data")
+            .annotate(**display.stored("output", "error", "event__data"))
+            .prefetch_related(Prefetch("steps", steps_shown))
+            .get(pk=run_id)
         )
     except Run.DoesNotExist:
         raise Http404("no such run")
+    if "json" in request.GET:
+        return _raw_json(request, run)
     steps = list(run.steps.all())
+    for step in steps:
+        step.shown_output = display.Stored.of(step, "output")
+        step.shown_error = display.Stored.of(step, "error")
     end = run.ended_at or clock.now()
+    related = ("id", "status", "function_id", "created_at")
     context = {
         "run": run,
+        "shown": {
+            field: display.Stored.of(run, field) for field in ("output", "error", "event__data")
+        },
         "bars": waterfall(run, steps),
-        "reruns": list(run.reruns.order_by("-created_at")[:20]),
-        "children": list(run.children.order_by("created_at")[:50]),
+        "reruns": list(run.reruns.only(*related).order_by("-created_at")[:20]),
+        "children": list(run.children.only(*related).order_by("created_at")[:50]),
         "total": format_duration(end - (run.started_at or run.created_at)),
         "queued_for": format_duration((run.started_at or end) - run.created_at),
         "live": run.status not in FINISHED,
         "can_cancel": run.status not in FINISHED,
         "nav": "runs",
     }
-    return _render(request, "run.html", "_run_body.html", context)
+    return _render(request, "run.html", context, fragment="_run_body.html")
 
 
 def _control(action: Any, run_id: str) -> Any:
     """Call a ``durable_flows.control`` action on a run; an unknown run is a 404."""
     try:
-        return action(_checked_id(run_id))
+        return action(run_id)
     except RunNotFound:
         raise Http404("no such run")
 
 
 @require_POST
-@staff_required
+@requires("control_runs")
 def run_cancel(request: HttpRequest, run_id: str) -> HttpResponse:
     run = _control(control.cancel, run_id)
     if run.status == RunStatus.CANCELLED:
@@ -206,7 +268,7 @@ def run_cancel(request: HttpRequest, run_id: str) -> HttpResponse:
 
 
 @require_POST
-@staff_required
+@requires("control_runs")
 def run_rerun(request: HttpRequest, run_id: str) -> HttpResponse:
     new_id = _control(control.rerun, run_id)
     _notify(request, f"Started a new run from the same event (rerun of {run_id}).")
@@ -214,7 +276,7 @@ def run_rerun(request: HttpRequest, run_id: str) -> HttpResponse:
 
 
 @require_POST
-@staff_required
+@requires("control_runs")
 def run_retry(request: HttpRequest, run_id: str) -> HttpResponse:
     try:
         run = _control(control.retry, run_id)
@@ -225,29 +287,53 @@ def run_retry(request: HttpRequest, run_id: str) -> HttpResponse:
     return redirect("durable_flows:run", run_id=run.pk)
 
 
-@staff_required
+@requires("view_events")
 def events(request: HttpRequest) -> HttpResponse:
     name = _param(request, "name")
-    rows = Event.objects.order_by("-received_at", "-id")
+    sender_id = _param(request, "sender_id")
+    rows = (
+        Event.objects.defer("data")
+        .annotate(**display.stored("data", head=200))
+        .order_by("-received_at", "-id")
+    )
     if name:
         rows = rows.filter(name=name)
-    context = {"page": _page(request, rows), "filters": {"name": name}, "nav": "events"}
-    return render(request, "durable_flows/events.html", context)
+    if sender_id:
+        rows = rows.filter(sender_id=sender_id)
+    page = _page(request, rows)
+    for event in page["items"]:
+        event.data_line = display.one_line(display.Stored.of(event, "data"))
+    filters = {"name": name, "sender_id": sender_id}
+    context = {"page": page, "filters": filters, "nav": "events"}
+    return _render(request, "events.html", context)
 
 
-@staff_required
+@requires("view_events")
 def event_detail(request: HttpRequest, event_id: str) -> HttpResponse:
     try:
-        event = Event.objects.get(pk=_checked_id(event_id))
+        event = Event.objects.defer("data").annotate(**display.stored("data")).get(pk=event_id)
     except Event.DoesNotExist:
         raise Http404("no such event")
-    event_runs = list(event.runs.order_by("created_at", "id")[:200])
+    if "json" in request.GET:
+        if request.GET["json"] != "data":
+            raise Http404("no such value")
+        return display.raw_response(event.data)
+    shown = permissions.can_view_runs(request.user)
+    related = ("id", "status", "function_id", "created_at", "started_at", "ended_at", "rerun_of")
+    started = event.runs.only(*related).order_by("created_at", "id")
+    event_runs = list(started[:200]) if shown else []
     live = any(run.status not in FINISHED for run in event_runs)
-    context = {"event": event, "runs": event_runs, "live": live, "nav": "events"}
-    return _render(request, "event.html", "_event_runs.html", context)
+    context = {
+        "event": event,
+        "data": display.Stored.of(event, "data"),
+        "runs": event_runs,
+        "live": live,
+        "nav": "events",
+    }
+    return _render(request, "event.html", context, fragment="_event_runs.html")
 
 
-@staff_required
+@requires("view_runs")
 def functions(request: HttpRequest) -> HttpResponse:
     since = clock.now() - timedelta(days=1)
     stats: dict[str, dict[str, int]] = {}
@@ -276,7 +362,7 @@ def functions(request: HttpRequest) -> HttpResponse:
                 "failure_rate": (failed / finished * 100) if finished else None,
             }
         )
-    return render(request, "durable_flows/functions.html", {"rows": rows, "nav": "functions"})
+    return _render(request, "functions.html", {"rows": rows, "nav": "functions"})
 
 
 class SendEventForm(forms.Form):
@@ -310,7 +396,7 @@ class SendEventForm(forms.Form):
         return value
 
 
-@staff_required
+@requires("send_events")
 def send_event(request: HttpRequest) -> HttpResponse:
     form = SendEventForm(request.POST or None, initial={"name": request.GET.get("name", "")})
     if request.method == "POST" and form.is_valid():
@@ -324,7 +410,9 @@ def send_event(request: HttpRequest) -> HttpResponse:
         else:
             started = Event.objects.get(pk=event_id).runs.count()
             _notify(request, f"Event sent; it started {started} run(s).")
-            return redirect("durable_flows:event", event_id=event_id)
+            if permissions.can_view_events(request.user):
+                return redirect("durable_flows:event", event_id=event_id)
+            return redirect("durable_flows:send-event")
     triggers = sorted({t.event for f in registry.all() for t in f.triggers if hasattr(t, "event")})
     context = {"form": form, "triggers": triggers, "nav": "send"}
-    return render(request, "durable_flows/send.html", context, status=400 if form.errors else 200)
+    return _render(request, "send.html", context, status=400 if form.errors else 200)

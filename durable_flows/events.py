@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from django.utils import timezone
 
 from . import clock, models, notify, waits
 from .conf import db_alias, flow_settings
+from .durations import MAX_DURATION
 from .exceptions import EventTooLargeError, EventValidationError
 from .registry import RESERVED_PREFIX, registry
 
@@ -42,7 +42,6 @@ def from_ms(value: int) -> datetime:
 
 
 _ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")  # \u0000 not preceded by an odd \
-MAX_TS = 253402300799999  # 9999-12-31T23:59:59.999Z
 
 
 def json_bytes(value: Any) -> bytes:
@@ -83,44 +82,23 @@ def _normalise(item: Any, index: int, *, system: bool) -> dict[str, Any]:
         raw = item
     else:
         raise EventValidationError(f"{where}: expected an event object, got {type(item).__name__}")
-    name = raw.get("name")
-    if not isinstance(name, str) or not name.strip():
-        raise EventValidationError(f"{where}: 'name' must be a non-empty string")
-    if len(name) > 255:
-        raise EventValidationError(f"{where}: 'name' is longer than 255 characters")
-    if "\x00" in name:
-        raise EventValidationError(f"{where}: 'name' must not contain NUL characters")
+    name = _text(raw, "name", where, required=True)
     if name.startswith(RESERVED_PREFIX) and not system:
         raise EventValidationError(f"{where}: names beginning {RESERVED_PREFIX!r} are reserved")
     data = raw.get("data")
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise EventValidationError(f"{where}: 'data' must be a JSON object")
-    event_id = raw.get("id")
-    if event_id is not None and (
-        not isinstance(event_id, str) or not event_id.strip() or len(event_id) > 255
-    ):
-        raise EventValidationError(f"{where}: 'id' must be a non-empty string of <= 255 characters")
-    if event_id is not None and "\x00" in event_id:
-        raise EventValidationError(f"{where}: 'id' must not contain NUL characters")
-    ts = raw.get("ts")
-    if ts is None:
-        ts = ms(clock.now())
-    elif isinstance(ts, datetime):
-        if timezone.is_naive(ts):
-            raise EventValidationError(f"{where}: 'ts' must be timezone-aware")
-        ts = ms(ts)
-    elif isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts) or ts < 0:
-        raise EventValidationError(f"{where}: 'ts' must be milliseconds since the epoch")
-    else:
-        ts = int(ts)
-    if ts > MAX_TS:
-        raise EventValidationError(f"{where}: 'ts' is after the year 9999")
+        raise EventValidationError(
+            f"{where}: 'data' must be a JSON object, not {type(data).__name__}"
+        )
+    event_id = _text(raw, "id", where, required=False)
+    ts = _timestamp(raw.get("ts"), where)
     try:
-        size = len(json_bytes(data)) + len(name.encode()) + len((event_id or "").encode())
+        size = len(json_bytes(data))
     except ValueError as exc:
         raise EventValidationError(f"{where}: 'data' {exc}") from None
+    size += len(name.encode()) + len((event_id or "").encode())
     if size > flow_settings.MAX_EVENT_BYTES:
         raise EventTooLargeError(
             f"{where} is {size} bytes, over MAX_EVENT_BYTES ({flow_settings.MAX_EVENT_BYTES})"
@@ -128,11 +106,71 @@ def _normalise(item: Any, index: int, *, system: bool) -> dict[str, Any]:
     return {"id": event_id, "name": name, "data": data, "ts": ts}
 
 
+def _text(raw: Mapping[str, Any], key: str, where: str, *, required: bool) -> Any:
+    """``raw[key]``: a non-empty string of at most 255 characters that databases can store
+    (None when absent and not required). The error names the field and what is wrong."""
+    value = raw.get(key)
+    if value is None:
+        if required:
+            raise EventValidationError(f"{where}: {key!r} is missing (a non-empty string)")
+        return None
+    if not isinstance(value, str):
+        raise EventValidationError(
+            f"{where}: {key!r} must be a non-empty string, not {type(value).__name__}"
+        )
+    if not value.strip():
+        raise EventValidationError(f"{where}: {key!r} must be a non-empty string, got {value!r}")
+    if len(value) > 255:
+        raise EventValidationError(f"{where}: {key!r} is longer than 255 characters")
+    if "\x00" in value:
+        raise EventValidationError(f"{where}: {key!r} must not contain NUL characters")
+    try:
+        value.encode()
+    except UnicodeEncodeError as exc:
+        raise EventValidationError(
+            f"{where}: {key!r} contains an unpaired surrogate ({value[exc.start]!r} at position "
+            f"{exc.start}), which is not valid Unicode"
+        ) from None
+    return value
+
+
+def _timestamp(ts: Any, where: str) -> int:
+    """``ts`` as int milliseconds: given as such or as an aware datetime, from the epoch
+    to ``MAX_DURATION`` after now (so that a delayed run's time can never overflow)."""
+    now = clock.now()
+    if ts is None:
+        return ms(now)
+    if isinstance(ts, datetime):
+        if timezone.is_naive(ts):
+            raise EventValidationError(f"{where}: 'ts' must be timezone-aware, got {ts!r}")
+        value = ms(ts)
+    elif isinstance(ts, int) and not isinstance(ts, bool):
+        value = ts
+    else:
+        raise EventValidationError(
+            f"{where}: 'ts' must be an integer of milliseconds since the epoch or an aware "
+            f"datetime, not {type(ts).__name__} {ts!r}"[:300]
+        )
+    if value < 0:
+        raise EventValidationError(f"{where}: 'ts' {value} is before the epoch (1970-01-01)")
+    if value > ms(now + MAX_DURATION):
+        raise EventValidationError(
+            f"{where}: 'ts' {value} is too far in the future: at most 36500 days "
+            "(about 100 years) from now"
+        )
+    return value
+
+
 def send(events: Event | Mapping[str, Any] | Iterable[Event | Mapping[str, Any]]) -> list[str]:
     """Store events and start the runs they trigger; returns the event ids in order.
 
-    Inside ``transaction.atomic()`` the events and their runs commit or roll back
-    with the caller. A sender-given ``id`` seen in the last 24 h starts no new runs.
+    Each id is the primary key of the stored event that stands for the item: a
+    sender's ``id`` is used as the primary key of the first event stored with it;
+    a duplicate within ``EVENT_DEDUP_SECONDS`` (24 h) returns the id of the event
+    already stored and starts nothing; after the window the same sender ``id``
+    stores a new event under a new id (a ULID), and the earlier one is left as
+    it was. Inside ``transaction.atomic()`` the events and their runs commit or
+    roll back with the caller.
     """
     return _send(events, system=False)
 
@@ -152,38 +190,59 @@ def _send(events: Any, *, system: bool) -> list[str]:
 
 
 def _store(items: list[dict[str, Any]], using: str, *, system: bool) -> list[str]:
+    """Insert the events that are new; never update a stored one (history is immutable)."""
     now = clock.now()
-    window_start = now - timedelta(seconds=flow_settings.EVENT_DEDUP_SECONDS)
-    given = {item["id"] for item in items if item["id"]}
-    existing = (
-        dict(
-            models.Event.objects.using(using).filter(id__in=given).values_list("id", "received_at")
-        )
-        if given
-        else {}
-    )
+    given = sorted({item["id"] for item in items if item["id"]})
+    taken, recent = _dedup_state(given, using, now) if given else (set(), {})
     fresh: list[models.Event] = []
-    reused: list[models.Event] = []
     ids: list[str] = []
-    seen: set[str] = set()
     for item in items:
-        event_id = item["id"] or models.new_id()
-        ids.append(event_id)
-        if event_id in seen:
+        sender_id = item["id"]
+        if sender_id in recent:  # within the window, or earlier in this batch
+            ids.append(recent[sender_id])
             continue
-        seen.add(event_id)
+        pk = models.new_id() if sender_id is None or sender_id in taken else sender_id
         row = models.Event(
-            id=event_id, name=item["name"], data=item["data"], ts=item["ts"], received_at=now
+            id=pk,
+            sender_id=sender_id,
+            name=item["name"],
+            data=item["data"],
+            ts=item["ts"],
+            received_at=now,
         )
-        if event_id in existing:
-            if existing[event_id] >= window_start:
-                continue  # a duplicate within the window: stored once, no new runs
-            row.save(using=using, force_update=True)  # past the window: reused as new
-            reused.append(row)
-        else:
-            fresh.append(row)
-    events_stored(_insert(fresh, using, given) + reused, using, now)
+        fresh.append(row)
+        ids.append(pk)
+        if sender_id is not None:
+            recent[sender_id] = pk
+    # A row that lost a race for its primary key (a concurrent first sender of the
+    # same id) is not stored: the winner's event has that id, so ``ids`` stands.
+    events_stored(_insert(fresh, using, given), using, now)
     return ids
+
+
+def _dedup_state(given: list[str], using: str, now: datetime) -> tuple[set[str], dict[str, str]]:
+    """Which sender ids are taken as primary keys, and the events stored with each
+    sender id within the window (sender id -> that event's id).
+
+    The rows whose primary key is a sender id are locked first (in a fixed order):
+    two senders reusing an id after its window are serialised on that row, so the
+    second sees the first's new event and becomes its duplicate. (A sender id never
+    seen has no row to lock; the primary key's uniqueness settles that race.)
+    """
+    events = models.Event.objects.using(using)
+    taken = set(
+        events.select_for_update().filter(pk__in=given).order_by("pk").values_list("pk", flat=True)
+    )
+    window_start = now - timedelta(seconds=flow_settings.EVENT_DEDUP_SECONDS)
+    recent: dict[str, str] = {}
+    rows = (
+        events.filter(sender_id__in=given, received_at__gte=window_start)
+        .order_by("sender_id", "-received_at", "-id")
+        .values_list("sender_id", "id")
+    )
+    for sender_id, pk in rows:
+        recent.setdefault(str(sender_id), pk)  # the latest stored with that sender id
+    return taken, recent
 
 
 def events_stored(stored: list[models.Event], using: str, now: datetime) -> None:
@@ -194,7 +253,7 @@ def events_stored(stored: list[models.Event], using: str, now: datetime) -> None
     waits.arm_cancel_rules(_start_runs(stored, using, now), using)
 
 
-def _insert(rows: list[models.Event], using: str, given: set[str]) -> list[models.Event]:
+def _insert(rows: list[models.Event], using: str, given: list[str]) -> list[models.Event]:
     """Insert new events; a concurrent sender of the same id wins, and ours becomes a duplicate."""
     if not rows:
         return []
@@ -210,7 +269,7 @@ def _insert(rows: list[models.Event], using: str, given: set[str]) -> list[model
         for row in rows:
             try:
                 with transaction.atomic(using=using):
-                    row.save(using=using, force_insert=True)
+                    row.save(using=using)
                 inserted.append(row)
             except IntegrityError:
                 continue

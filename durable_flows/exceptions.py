@@ -41,12 +41,16 @@ class NonRetriableError(DurableFlowsError):
 
 
 class RetryAfterError(DurableFlowsError):
-    """Raise from a step to retry it at a given time instead of after the usual backoff."""
+    """Raise from a step to retry it at a given time instead of after the usual backoff.
+
+    A ``retry_after`` that is not a duration or an aware datetime within range
+    raises ``StepUsageError`` here, at the ``raise``: the step fails at once, saying why.
+    """
 
     def __init__(self, message: str, retry_after: timedelta | str | datetime | int | float) -> None:
         super().__init__(message)
         self.message = message
-        self.retry_after = retry_after
+        self.retry_after = _checked_retry_after(retry_after)
 
 
 class StepError(DurableFlowsError):
@@ -85,6 +89,19 @@ class StepUsageError(NonRetriableError, ValueError):
 
 class RunNotFound(DurableFlowsError, LookupError):
     pass
+
+
+def _checked_retry_after(value: Any) -> Any:
+    from . import clock
+    from .durations import ensure_within_range, parse_duration
+
+    try:
+        if isinstance(value, datetime):
+            return ensure_within_range(value, clock.now(), what="RetryAfterError(retry_after)")
+        parse_duration(value, what="RetryAfterError(retry_after)")
+    except ValueError as exc:
+        raise StepUsageError(str(exc)) from None
+    return value
 
 
 # --- control flow -----------------------------------------------------------

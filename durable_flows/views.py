@@ -12,6 +12,7 @@ from django.views.decorators.csrf import csrf_exempt
 from . import ingest
 from .exceptions import EventValidationError
 from .keys import authenticate
+from .middleware import url_problem
 
 SEED_HEADER = "x-inngest-event-id-seed"
 
@@ -30,6 +31,9 @@ def inngest_event_api(request: HttpRequest, key: str) -> JsonResponse:
     Errors are never HTML and never 5xx, because Inngest's client retries 5xx
     answers for seconds and cannot parse anything but JSON.
     """
+    problem = url_problem(request)
+    if problem:
+        return _reply(400, error=f"Bad request: {problem}.")
     if request.method != "POST":
         response = _reply(405, error="send events with POST")
         response["Allow"] = "POST"

@@ -36,6 +36,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # NUL or invalid UTF-8 in any URL: 400 before anything else reads it.
+    "durable_flows.middleware.RejectMalformedURLs",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

@@ -297,5 +297,24 @@ def checkpoint_visible(ctx: df.Context) -> list[int]:
     return ctx.step.run("second", _seen_elsewhere, ctx.run_id)
 
 
+def _copy(value: object) -> object:
+    return value
+
+
+def _explode(text: str) -> None:
+    raise ValueError(text)
+
+
+@df.function(id="echo", trigger=df.TriggerEvent(event="test/echo"), retries=0)
+def echo(ctx: df.Context) -> object:
+    """Stores its event's payload again and again: step outputs, an error, its output."""
+    payload = ctx.event.data["payload"]
+    for _ in range(ctx.event.data.get("steps", 1)):
+        ctx.step.run("copy", _copy, payload)
+    if ctx.event.data.get("fail"):
+        ctx.step.run("explode", _explode, repr(payload))
+    return payload
+
+
 # Failing, crashing and slow steps; the programs of tests/model_based.py.
 from . import flows_failures, model_flows  # noqa: E402, F401

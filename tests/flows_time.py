@@ -31,9 +31,25 @@ def sleep_until(ctx: df.Context) -> str:
     return ctx.step.run("woke", lambda: "woke")
 
 
+@df.function(id="event-keeper", trigger=df.TriggerEvent(event="test/keep"))
+def event_keeper(ctx: df.Context) -> dict:
+    before = ctx.step.run("before", lambda: {"id": ctx.event.id, "data": ctx.event.data})
+    ctx.step.sleep("nap", "2d")
+    return {"before": before, "after": {"id": ctx.event.id, "data": ctx.event.data}}
+
+
 @df.function(id="bad-sleep", trigger=df.TriggerEvent(event="test/bad-sleep"))
 def bad_sleep(ctx: df.Context) -> None:
     ctx.step.sleep("nap", ctx.event.data["duration"])
+
+
+def _retry_after(after: object) -> None:
+    raise df.RetryAfterError("try later", after)  # type: ignore[arg-type]
+
+
+@df.function(id="bad-retry-after", trigger=df.TriggerEvent(event="test/bad-retry-after"))
+def bad_retry_after(ctx: df.Context) -> None:
+    ctx.step.run("later", _retry_after, ctx.event.data["after"])
 
 
 @df.function(id="waiter", trigger=df.TriggerEvent(event="test/wait"))

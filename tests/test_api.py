@@ -114,13 +114,20 @@ def test_staff_send_by_basic_auth_and_by_session_with_csrf(staff):
     assert Event.objects.count() == 2
 
 
-def test_the_permission_classes_come_from_the_setting(client, member):
+def test_the_permission_classes_come_from_the_setting_and_the_model_permission_still_applies(
+    client, member
+):
+    from django.contrib.auth.models import Permission
+
     flows = {**settings.DURABLE_FLOWS}
     flows["API_PERMISSION_CLASSES"] = ["rest_framework.permissions.IsAuthenticated"]
     with override_settings(DURABLE_FLOWS=flows):
+        # Who may use the API comes from the setting; what they may read, from view_run.
+        assert client.get(API + "/runs/", **basic(member)).status_code == 403
+        member.user_permissions.add(Permission.objects.get(codename="view_run"))
         assert client.get(API + "/runs/", **basic(member)).status_code == 200
         assert client.get(API + "/runs/").status_code == 401
-    assert client.get(API + "/runs/", **basic(member)).status_code == 403
+    assert client.get(API + "/runs/", **basic(member)).status_code == 403  # not staff
 
 
 # --- bad input: a clear 4xx JSON error, nothing stored ----------------------------
@@ -130,15 +137,15 @@ BAD = [
     ('{"name": "test/one", "data": {"x": NaN}}', 400, "NaN"),
     ('{"name": "test/one", "data": {"x": Infinity}}', 400, "Infinity"),
     ('[{"name": "test/one", "data": {"x": -Infinity}}]', 400, "Infinity"),
-    ("", 400, "name"),
+    ("", 400, "the request body is empty"),
     ("42", 400, "event object"),
     ('"test/one"', 400, "event object"),
     ("[]", 400, "empty"),
     ("[1]", 400, "event object"),
-    ('{"data": {}}', 400, "name"),
-    ('{"name": ""}', 400, "name"),
-    ('{"name": "   "}', 400, "name"),
-    ('{"name": 7}', 400, "name"),
+    ('{"data": {}}', 400, "event: 'name' is missing"),
+    ('{"name": ""}', 400, "event: 'name' must be a non-empty string, got ''"),
+    ('{"name": "   "}', 400, "'name' must be a non-empty string, got '   '"),
+    ('{"name": 7}', 400, "'name' must be a non-empty string, not int"),
     ('{"name": "durable_flows/function.finished"}', 400, "reserved"),
     ('{"name": "test/one", "data": [1, 2]}', 400, "data"),
     ('{"name": "test/one", "data": "text"}', 400, "data"),
@@ -146,6 +153,14 @@ BAD = [
     ('{"name": "test/one", "ts": "yesterday"}', 400, "ts"),
     ('{"name": "test/one", "id": ""}', 400, "id"),
     ('{"name": "a\\u0000b"}', 400, "NUL"),
+    # A lone surrogate is named where it is, not blamed on 'data'.
+    (
+        '{"name": "a\\ud800b"}',
+        400,
+        "'name' contains an unpaired surrogate ('\\ud800' at position 1)",
+    ),
+    ('{"name": "a", "id": "\\udc00"}', 400, "'id' contains an unpaired surrogate"),
+    ('{"name": "a", "data": {"k": "\\ud800"}}', 400, "'data' contains an unpaired surrogate"),
 ]
 
 
@@ -156,6 +171,13 @@ def test_bad_input_is_a_clear_4xx_and_stores_nothing(client, event_key, body, st
     assert response["Content-Type"] == "application/json"
     assert says in response.json()["error"]
     assert not Event.objects.exists() and not Run.objects.exists()
+
+
+@pytest.mark.parametrize(("body", "status", "says"), BAD)
+def test_inngests_event_api_says_the_same(client, event_key, body, status, says):
+    response = client.post(f"/e/{event_key}", body, content_type="application/json")
+    assert response.status_code == status, response.content
+    assert says in response.json()["error"]
 
 
 def test_an_event_over_max_event_bytes_is_413(client, event_key):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import time
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -106,3 +107,108 @@ def test_three_workers_start_exactly_one_run_per_tick(start_worker):
     # Consecutive ticks: none skipped while the workers were up.
     times = sorted(datetime.fromisoformat(t) for t in ticks)
     assert all(b - a == timedelta(seconds=2) for a, b in zip(times, times[1:], strict=False))
+
+
+# --- daylight-saving changes ------------------------------------------------------------
+
+# 2026's clock changes, in UTC: Europe on 29 March and 25 October at 01:00; New York on
+# 8 March at 07:00 (02:00 EST -> 03:00 EDT) and 1 November at 06:00 (02:00 EDT -> 01:00 EST).
+CHANGES = {
+    "Europe/Paris": [datetime(2026, 3, 29, 1, tzinfo=UTC), datetime(2026, 10, 25, 1, tzinfo=UTC)],
+    "America/New_York": [
+        datetime(2026, 3, 8, 7, tzinfo=UTC),
+        datetime(2026, 11, 1, 6, tzinfo=UTC),
+    ],
+}
+EVERY = {"0 * * * *": 60, "*/30 * * * *": 30, "* * * * *": 1}  # minutes between ticks
+DAILY = {"30 1 * * *": (1, 30), "30 2 * * *": (2, 30)}
+SWEEP = timedelta(hours=2)
+
+
+def _set_clock(when: datetime) -> None:
+    from durable_flows import clock
+
+    clock.reset()
+    clock.advance(when - clock.now())
+
+
+def _first_wall_clock_reaching(tz, start: datetime, end: datetime, hour: int, minute: int):
+    """The first minute in [start, end] at which the local wall clock shows hour:minute
+    or later on the change's local day (when that time does not exist, the jump)."""
+    moment = start
+    while moment <= end:
+        local = moment.astimezone(tz)
+        if (local.hour, local.minute) >= (hour, minute) and local.date() == end.astimezone(
+            tz
+        ).date():
+            return moment
+        moment += timedelta(minutes=1)
+    raise AssertionError("the wall clock never got there")
+
+
+@pytest.mark.parametrize("zone", sorted(CHANGES))
+def test_every_tick_runs_once_across_both_clock_changes(zone):
+    """The engine's clock is stepped a minute at a time over each change; every tick
+    cron defines starts one run, none is skipped in the repeated hour or doubled."""
+    from durable_flows.conf import db_alias
+    from durable_flows.scheduler import schedule_due
+
+    tz = ZoneInfo(zone)
+    expressions = [*EVERY, *DAILY]
+    ids = {}
+    for expression in expressions:
+        function_id = f"dst-{expression}".replace(" ", "_").replace("*", "x").replace("/", "-")
+        ids[expression] = function_id
+
+        def tick(ctx: df.Context) -> str:
+            return ctx.event.data["tick"]
+
+        df.function(id=function_id, trigger=df.TriggerCron(cron=f"TZ={zone} {expression}"))(tick)
+    try:
+        for change in CHANGES[zone]:
+            CronTick.objects.all().delete()
+            Run.objects.all().delete()
+            start, end = change - SWEEP, change + SWEEP
+            minutes = int((end - start).total_seconds() // 60)
+            moment = start + timedelta(seconds=30)  # mid-minute: no tick is exactly "now"
+            while moment <= end:
+                _set_clock(moment)
+                schedule_due(db_alias(), testing.now())
+                moment += timedelta(minutes=1)
+            for expression, function_id in ids.items():
+                fired = sorted(
+                    CronTick.objects.filter(function_id=function_id, run__isnull=False).values_list(
+                        "tick", flat=True
+                    )
+                )
+                if expression in EVERY:  # whole-hour offsets: ticks are UTC minutes
+                    step = EVERY[expression]
+                    expected = [
+                        start + timedelta(minutes=m)
+                        for m in range(1, minutes)
+                        if (start + timedelta(minutes=m)).minute % step == 0
+                    ]
+                else:
+                    hour, minute = DAILY[expression]
+                    expected = [_first_wall_clock_reaching(tz, start, end, hour, minute)]
+                assert fired == expected, (zone, change, expression)
+            fired_total = CronTick.objects.filter(run__isnull=False).count()
+            assert Run.objects.filter(function_id__in=ids.values()).count() == fired_total
+    finally:
+        for function_id in ids.values():
+            registry.remove(function_id)
+
+
+@pytest.mark.parametrize(
+    ("now", "tick"),
+    [
+        # Paris, 25 Oct 2026: 02:00-03:00 happens twice, at 00:00 and at 01:00 UTC.
+        (datetime(2026, 10, 25, 0, 59, 30, tzinfo=UTC), datetime(2026, 10, 25, 0, 59, tzinfo=UTC)),
+        (datetime(2026, 10, 25, 1, 0, 30, tzinfo=UTC), datetime(2026, 10, 25, 1, 0, tzinfo=UTC)),
+        (datetime(2026, 10, 25, 1, 30, 0, tzinfo=UTC), datetime(2026, 10, 25, 1, 30, tzinfo=UTC)),
+    ],
+)
+def test_the_latest_tick_in_the_repeated_hour_is_computed_in_utc(now, tick):
+    every_minute = cron.parse("TZ=Europe/Paris * * * * *")
+    assert every_minute.previous(now) == tick
+    assert every_minute.next(tick - timedelta(seconds=1)) == tick

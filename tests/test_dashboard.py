@@ -150,16 +150,11 @@ def test_functions_page_shows_triggers_counts_and_failure_rate(staff_client):
 
 
 def test_odd_query_strings_are_not_server_errors(staff_client):
-    for query in (
-        "?event=a%00b",
-        "?function=%00",
-        "?event_name=x%00",
-        "?page=99999999999999999999",
-    ):
+    for query in ("?page=99999999999999999999", "?page=-3", "?status=nope", "?function=%20"):
         assert staff_client.get("/flows/" + query).status_code == 200
-    assert staff_client.get("/flows/events/?name=%00").status_code == 200
-    assert staff_client.get("/flows/runs/a%00b/").status_code == 404
-    assert staff_client.get("/flows/events/a%00b/").status_code == 404
+    # NUL: a 400 (tests/test_malformed_urls.py tries every dashboard URL).
+    for url in ("/flows/?event=a%00b", "/flows/events/?name=%00", "/flows/runs/a%00b/"):
+        assert staff_client.get(url).status_code == 400
 
 
 def test_an_event_page_refreshes_until_its_runs_have_finished(staff_client):

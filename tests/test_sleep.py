@@ -80,15 +80,59 @@ def test_sleep_until_a_future_time_wakes_then():
     assert Run.objects.get(pk=run.pk).status == "completed"
 
 
-@pytest.mark.parametrize("duration", ["soon", "-5s", "7 days", [1]])
-def test_a_bad_duration_fails_the_run_at_once_and_says_why(duration):
+@pytest.mark.parametrize(
+    ("duration", "cause"),
+    [
+        ("soon", "is not a duration"),
+        ("-5s", "is not a duration"),
+        ("7 days", "is not a duration"),
+        ([1], "must be a timedelta or a string"),
+        ("3000000d", "is too long: durations range from 0 to 36500 days"),
+        ("99999999999d", "is too long"),
+        ("9" * 400 + "w", "is too long"),
+        (1e308, "is too long"),
+        (-1, "must not be negative"),
+    ],
+)
+def test_a_bad_duration_fails_the_run_at_once_and_says_why(duration, cause):
     run = start("test/bad-sleep", duration=duration)
     run_until_idle()
     run.refresh_from_db()
     assert run.status == "failed"
     assert run.error["type"] == "StepUsageError"
-    assert "duration" in run.error["message"]
+    assert run.error["message"].startswith("sleep duration")
+    assert cause in run.error["message"]
     assert run.attempt == 0  # not retried
+
+
+@pytest.mark.parametrize("duration", ["0", 0, "0s", "36500d"])
+def test_zero_is_a_duration_as_a_number_or_a_string_and_100_years_the_longest(duration):
+    run = start("test/sleep", duration=duration)
+    run_until_idle()
+    run.refresh_from_db()
+    assert run.status == ("waiting" if duration == "36500d" else "completed"), run.error
+
+
+def test_sleep_until_more_than_100_years_ahead_is_refused_at_the_call():
+    run = start("test/sleep-until", when="9999-12-31T00:00:00+00:00")
+    run_until_idle()
+    run.refresh_from_db()
+    assert (run.status, run.error["type"], run.attempt) == ("failed", "StepUsageError", 0)
+    assert (
+        "sleep_until(when) 9999-12-31T00:00:00+00:00 is too far in the future"
+        in (run.error["message"])
+    )
+
+
+@pytest.mark.parametrize("after", ["3000000d", 1e308, "later"])
+def test_a_retry_after_out_of_range_fails_the_step_at_the_raise(after):
+    run = start("test/bad-retry-after", after=after)
+    run_until_idle()
+    run.refresh_from_db()
+    step = run.steps.get(name="later")
+    assert (run.status, step.status, step.attempts) == ("failed", "failed", 1)
+    assert step.error["type"] == "StepUsageError"
+    assert step.error["message"].startswith("RetryAfterError(retry_after)")
 
 
 def test_cancelling_a_sleeping_run_is_immediate():

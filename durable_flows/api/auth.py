@@ -1,5 +1,7 @@
-"""Who may call the API: staff (session or HTTP Basic), per ``API_PERMISSION_CLASSES``;
-event-key holders (``Authorization: Bearer <key>``) may only send events."""
+"""Who may call the API: whoever ``API_PERMISSION_CLASSES`` allows (staff, by session or
+HTTP Basic, by default) and holds the model permission of the endpoint, the same as in
+the admin and the dashboard (``durable_flows.permissions``); event-key holders
+(``Authorization: Bearer <key>``) may only send events."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from django.utils.module_loading import import_string
 from rest_framework import authentication, exceptions, permissions
 from rest_framework.request import Request
 
+from .. import permissions as flow_permissions
 from ..conf import flow_settings
 from ..keys import authenticate
 from ..models import EventKey
@@ -56,10 +59,33 @@ def configured_permissions() -> list[permissions.BasePermission]:
     ]
 
 
-class EventKeyOrConfigured(permissions.BasePermission):
-    """A valid event key, or whatever the configured classes allow (staff by default)."""
+class ModelPermission(permissions.BasePermission):
+    """The model permission of the endpoint: ``view.permission_rules`` maps its action
+    (``list``, ``cancel``...; ``None`` for a plain view) to a rule of
+    ``durable_flows.permissions``."""
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        rules = view.permission_rules
+        rule = rules.get(getattr(view, "action", None), rules.get(None))
+        if flow_permissions.allowed(request.user, rule):
+            return True
+        self.message = f"This needs the {flow_permissions.needed(rule)} permission."
+        return False
+
+
+def user_permissions() -> list[permissions.BasePermission]:
+    """What a signed-in user needs: the configured classes, then the model permission."""
+    return [*configured_permissions(), ModelPermission()]
+
+
+class EventKeyOrUser(permissions.BasePermission):
+    """A valid event key, or a user as ``user_permissions()`` allows."""
 
     def has_permission(self, request: Request, view: Any) -> bool:
         if isinstance(request.auth, EventKey):
             return True
-        return all(p.has_permission(request, view) for p in configured_permissions())
+        for permission in user_permissions():
+            if not permission.has_permission(request, view):
+                self.message = getattr(permission, "message", None)
+                return False
+        return True

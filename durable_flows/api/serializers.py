@@ -57,7 +57,7 @@ class RunDetailSerializer(RunSerializer):
 class EventSerializer(serializers.ModelSerializer):
     class Meta:
         model = Event
-        fields = ["id", "name", "data", "ts", "received_at"]
+        fields = ["id", "sender_id", "name", "data", "ts", "received_at"]
 
 
 class EventDetailSerializer(EventSerializer):

@@ -20,12 +20,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
-from .. import __version__, control, ingest
+from .. import __version__, control, ingest, permissions
 from ..exceptions import EventValidationError, RunNotFound
+from ..middleware import url_problem
 from ..models import Event, Run, RunStatus, Step
 from ..registry import registry
 from . import serializers as s
-from .auth import AUTHENTICATION_CLASSES, EventKeyOrConfigured, configured_permissions
+from .auth import AUTHENTICATION_CLASSES, EventKeyOrUser, user_permissions
 
 
 class EventKeyScheme(OpenApiAuthenticationExtension):
@@ -72,19 +73,25 @@ class APIMixin:
     parser_classes = [StrictJSONParser]
     pagination_class = Pagination
     schema = AutoSchema()
+    # action -> a rule of durable_flows.permissions (None: the view's only rule)
+    permission_rules: dict[str | None, str] = {}
 
     def get_permissions(self) -> list[Any]:
-        return configured_permissions()
+        return user_permissions()
 
     def get_exception_handler(self) -> Any:
         return handle_exception
 
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        reject_malformed_url(request)
+        super().initial(request, *args, **kwargs)  # type: ignore[misc]
 
-def _safe_pk(value: str) -> str:
-    # NUL cannot be in a stored id, and PostgreSQL refuses it in a query: not found.
-    if "\x00" in value:
-        raise exceptions.NotFound("no such object")
-    return value
+
+def reject_malformed_url(request: Request) -> None:
+    """NUL or invalid UTF-8 in the URL: a 400, before authentication or any query."""
+    problem = url_problem(request._request)
+    if problem:
+        raise exceptions.ParseError(f"Bad request: {problem}.")
 
 
 class RunFilter(django_filters.FilterSet):
@@ -100,10 +107,11 @@ class RunFilter(django_filters.FilterSet):
 
 class EventFilter(django_filters.FilterSet):
     name = django_filters.CharFilter()
+    sender_id = django_filters.CharFilter()
 
     class Meta:
         model = Event
-        fields = ["name"]
+        fields = ["name", "sender_id"]
 
 
 class RunSchema(AutoSchema):
@@ -156,6 +164,12 @@ class RunViewSet(APIMixin, viewsets.ReadOnlyModelViewSet):
     """Runs, newest first; a run's detail has its ``steps`` in order."""
 
     schema = RunSchema()
+    permission_rules = {
+        None: "view_runs",
+        "cancel": "control_runs",
+        "rerun": "control_runs",
+        "retry": "control_runs",
+    }
 
     filter_backends = [DjangoFilterBackend]
     filterset_class = RunFilter
@@ -169,10 +183,6 @@ class RunViewSet(APIMixin, viewsets.ReadOnlyModelViewSet):
     def get_serializer_class(self) -> type:
         return s.RunSerializer if self.action == "list" else s.RunDetailSerializer
 
-    def get_object(self) -> Run:
-        _safe_pk(self.kwargs["pk"])
-        return super().get_object()
-
     def _answer(self, run_id: str, code: int) -> Response:
         run = self.get_queryset().get(pk=run_id)
         return Response(s.RunDetailSerializer(run).data, status=code)
@@ -180,20 +190,20 @@ class RunViewSet(APIMixin, viewsets.ReadOnlyModelViewSet):
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str) -> Response:
         """Cancel the run (a running one stops between steps); a finished run is unchanged."""
-        run = control.cancel(_safe_pk(pk))
+        run = control.cancel(pk)
         return self._answer(run.pk, status.HTTP_200_OK)
 
     @action(detail=True, methods=["post"])
     def rerun(self, request: Request, pk: str) -> Response:
         """Start a new run of the same function from the same event."""
-        new_id = control.rerun(_safe_pk(pk))
+        new_id = control.rerun(pk)
         return self._answer(new_id, status.HTTP_201_CREATED)
 
     @action(detail=True, methods=["post"])
     def retry(self, request: Request, pk: str) -> Response:
         """Resume a failed run from the step that failed it (409 if it had not failed)."""
         try:
-            run = control.retry(_safe_pk(pk))
+            run = control.retry(pk)
         except control.NotRetriable as exc:
             return Response(
                 {"error": str(exc), "detail": str(exc)}, status=status.HTTP_409_CONFLICT
@@ -224,6 +234,7 @@ class EventViewSet(
     filterset_class = EventFilter
     schema = EventSchema()
     lookup_value_regex = ".+"
+    permission_rules = {None: "view_events", "create": "send_events"}
 
     def get_queryset(self) -> QuerySet[Event]:
         events = Event.objects.order_by("-received_at", "-id")
@@ -233,18 +244,18 @@ class EventViewSet(
         return events
 
     def get_serializer_class(self) -> type:
-        return s.EventDetailSerializer if self.action == "retrieve" else s.EventSerializer
+        if self.action == "retrieve" and permissions.can_view_runs(self.request.user):
+            return s.EventDetailSerializer  # with the runs it started: they need view_run
+        return s.EventSerializer
 
     def get_permissions(self) -> list[Any]:
         if self.action == "create":
-            return [EventKeyOrConfigured()]
+            return [EventKeyOrUser()]
         return super().get_permissions()
 
-    def get_object(self) -> Event:
-        _safe_pk(self.kwargs["pk"])
-        return super().get_object()
-
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        if request.stream is None:  # DRF hands an empty body over as {} without parsing it
+            ingest.parse(b"")  # raises: the body is empty
         ids = ingest.send_payload(request.data)
         return Response({"ids": ids}, status=status.HTTP_201_CREATED)
 
@@ -254,6 +265,7 @@ class FunctionListView(APIMixin, generics.ListAPIView):
     """Registered functions with their triggers and options."""
 
     serializer_class = s.FunctionSerializer
+    permission_rules = {None: "view_runs"}
 
     def get_queryset(self) -> list[dict[str, Any]]:
         return [f.describe() for f in sorted(registry.all(), key=lambda f: f.id)]
@@ -288,8 +300,14 @@ class SchemaView(SpectacularAPIView):
         "APPEND_COMPONENTS": {"schemas": {"EventIn": EVENT_IN_SCHEMA}},
     }
 
+    permission_rules = {None: "read"}
+
     def get_permissions(self) -> list[Any]:
-        return configured_permissions()
+        return user_permissions()
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        reject_malformed_url(request)
+        super().initial(request, *args, **kwargs)
 
     def get_exception_handler(self) -> Any:
         return handle_exception

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from django.db import transaction
 
 from .. import clock, notify, waits
-from ..durations import ensure_aware, parse_duration
+from ..durations import ensure_within_range, parse_duration
 from ..events import Event, ms
 from ..events import send as send_events
 from ..exceptions import (
@@ -124,7 +124,7 @@ def sleep(exe: Execution, step_id: str, until: datetime | None, delta: timedelta
 def sleep_args(duration: Any = None, when: Any = None) -> tuple[datetime | None, timedelta | None]:
     if when is not None:
         try:
-            return ensure_aware(when, what="sleep_until(when)"), None
+            return ensure_within_range(when, clock.now(), what="sleep_until(when)"), None
         except ValueError as exc:
             raise StepUsageError(str(exc)) from None
     return None, _duration(duration, "sleep duration")

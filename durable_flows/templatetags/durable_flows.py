@@ -1,19 +1,41 @@
-"""Filters for the dashboard and the admin: JSON, durations, statuses."""
+"""Tags and filters for the dashboard and the admin: bounded JSON, durations."""
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 from django import template
+from django.utils.safestring import SafeString
+
+from .. import display
 
 register = template.Library()
 
 
+def _raw_url(field: str | None, step: Any = None) -> str | None:
+    """The raw JSON of a value on this page: the page's own URL with ``?json=``."""
+    if not field:
+        return None
+    query = {"json": field} if step is None else {"json": field, "step": step}
+    return "?" + urlencode(query)
+
+
+@register.simple_tag
+def json_block(value: Any, field: str | None = None, step: Any = None) -> SafeString:
+    """``value`` pretty-printed within the page's budget; ``field`` names its raw JSON."""
+    return display.json_block(value, _raw_url(field, step))
+
+
+@register.simple_tag
+def error_block(error: Any, field: str | None = None, step: Any = None) -> SafeString:
+    return display.error_block(error, _raw_url(field, step))
+
+
 @register.filter
-def pretty_json(value: Any) -> str:
-    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False)
+def one_line(value: Any) -> str:
+    return display.one_line(value)
 
 
 def format_duration(delta: timedelta | None) -> str:
