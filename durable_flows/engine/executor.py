@@ -197,7 +197,9 @@ class Execution:
 
     def _fail(self, exc: BaseException) -> None:
         error = retry.error_dict(exc)
-        log.info("run %s of %s failed: %s", self.run.pk, self.function.id, error["message"])
+        message = error["message"]  # a log line stays short, whatever the error says
+        message = message if len(message) <= 500 else message[:500] + "…"
+        log.info("run %s of %s failed: %s", self.run.pk, self.function.id, message)
         state.finish(self.run, self.token, self.using, RunStatus.FAILED, error=error)
 
     def _function_error(self, exc: BaseException) -> None:
