@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench chaos clean
+.PHONY: demo test lint bench chaos soak clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,12 @@ bench: $(STAMP)
 
 chaos: $(STAMP)
 	$(BIN)/python -m tests.chaos --runs 2000 --workers 3
+
+# Model-based, differential: 500 random programs on PostgreSQL, then on SQLite
+# (tests/model_based.py; MODEL_SEED=<seed> reproduces a run's programs).
+soak: $(STAMP)
+	$(BIN)/python -m tests.model_based --programs 500 --database postgres
+	$(BIN)/python -m tests.model_based --programs 500 --database sqlite
 
 clean:
 	rm -rf $(VENV) db.sqlite3 db.sqlite3-wal db.sqlite3-shm

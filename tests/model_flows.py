@@ -158,7 +158,7 @@ def _branch(ctx: df.Context, data: dict, ops: list) -> list:
     return [execute(ctx, data, op) for op in ops]
 
 
-def _execute(ctx: df.Context, data: dict, op: dict) -> Any:  # noqa: C901 - one case per op
+def _execute(ctx: df.Context, data: dict, op: dict) -> Any:
     kind, step, run_id = op["op"], op["name"], ctx.run_id
     directory, mode = data["dir"], data["mode"]
     atomic = bool(op.get("atomic", True))
@@ -215,7 +215,8 @@ def _listened(run_id: str, source: str) -> str:
     return source
 
 
-@df.function(id="model-listener", trigger=df.TriggerEvent(event=SENT_EVENT), retries=2)
+# Retries: another run's crash may hit a listener too (each hit is one of its attempts).
+@df.function(id="model-listener", trigger=df.TriggerEvent(event=SENT_EVENT), retries=10)
 def listener(ctx: df.Context) -> str:
     """One per event a send step sent: its row must exist exactly once."""
     return ctx.step.run("record", _listened, ctx.run_id, ctx.event.data["from"])

@@ -1,4 +1,5 @@
-"""A short chaos run: workers SIGKILLed at random, and every promise still holds."""
+"""A short chaos run: workers SIGKILLed and their connections cut at random while steps
+fail and are retried, and every promise still holds. CHAOS_SEED reproduces the plan."""
 
 import pytest
 from django.db import connection
@@ -8,16 +9,20 @@ from tests import chaos
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres]
 
 
-def test_random_sigkills_lose_nothing_and_double_nothing(tmp_path):
+@pytest.mark.timeout(240)
+def test_kills_cuts_and_failures_lose_nothing_and_double_nothing(tmp_path):
     summary = chaos.run(
-        runs=150,
+        runs=100,
         workers=3,
         db_name=connection.settings_dict["NAME"],
         workdir=tmp_path,
-        kill_every=(0.4, 1.2),
+        kill_every=(0.5, 1.5),
+        cut_every=(1.0, 2.5),
         sleep="1s",
-        timeout=240,
+        timeout=180,
     )
-    print(summary)
-    assert summary["kills"] >= 3
-    assert chaos.verify(summary) == [], summary
+    figures = "\n".join(f"  {key:<30} {value}" for key, value in summary.items())
+    print(figures)
+    assert summary["kills"] >= 3 and summary["connection_cuts"] >= 2, figures
+    assert summary["step_retries"] > 0, figures
+    assert chaos.verify(summary) == [], figures
