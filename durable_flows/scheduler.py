@@ -18,7 +18,8 @@ from datetime import datetime
 
 from django.db import IntegrityError, transaction
 
-from . import notify, waits
+from . import notify
+from .engine import waits
 from .events import ms
 from .models import CronTick, Event, Run
 from .registry import RESERVED_PREFIX, Function, registry

@@ -14,9 +14,9 @@ from typing import Any
 
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
 
-from . import clock, maintenance, notify
+from . import clock, maintenance, notify, storage
 from .conf import db_alias, flow_settings
-from .engine import flow_control, group_commit, parallel, state
+from .engine import admission, group_commit, leases, outcomes, step_tasks, workers
 from .engine.executor import Execution
 from .engine.group_commit import CommitGroup
 from .exceptions import LeaseLost
@@ -121,13 +121,8 @@ class Worker:
         self._lock = threading.Lock()
         self._local = threading.local()
         self._next_prune = time.monotonic() + PRUNE_INTERVAL
-        vendor = connections[self.using].vendor
-        self.is_postgres = vendor == "postgresql"
-        self.poll_interval = float(
-            flow_settings.POLL_INTERVAL_SECONDS
-            if self.is_postgres
-            else flow_settings.SQLITE_POLL_INTERVAL_SECONDS
-        )
+        self.storage = storage.of(self.using)
+        self.poll_interval = self.storage.poll_interval
 
     # --- lifecycle --------------------------------------------------------------
 
@@ -149,7 +144,7 @@ class Worker:
             threading.Thread(target=self._maintain, name="df-maintenance", daemon=True),
             threading.Thread(target=self._watch, name="df-watchdog", daemon=True),
         ]
-        if self.is_postgres:
+        if self.storage.listens:
             helpers.append(threading.Thread(target=self._listen, name="df-listen", daemon=True))
         for thread in helpers + others:
             thread.start()
@@ -213,17 +208,10 @@ class Worker:
 
     def _register(self, patience: float = 30.0) -> None:
         """Create this worker's row; a database that is restarting gets ``patience`` seconds."""
-        row = WorkerRow(
-            name=self.name[:255],
-            hostname=socket.gethostname()[:255],
-            pid=os.getpid(),
-            queues=self.queues,
-            concurrency=self.concurrency,
-        )
         deadline = time.monotonic() + patience
         while True:
             try:
-                row.save(using=self.using, force_insert=True)
+                row = workers.register(self.using, self.name, self.queues, self.concurrency)
                 break
             except (OperationalError, InterfaceError) as exc:
                 if time.monotonic() > deadline:
@@ -245,7 +233,7 @@ class Worker:
     def _unregister(self) -> None:
         if self.row is not None:
             try:
-                WorkerRow.objects.using(self.using).filter(pk=self.row.pk).delete()
+                workers.unregister(self.using, self.row)
             except DatabaseError as exc:
                 log_db_error("could not remove the worker row; it will expire", exc)
 
@@ -301,7 +289,7 @@ class Worker:
         # then reads "running", is taken back after the lease, and the crash counts.
         group = CommitGroup(self.using, self._release_after_error)
         try:
-            token, runs = state.claim(
+            token, runs = leases.claim(
                 self.using, self.row.pk, self.queues or None, registry.ids(), limit=limit
             )
         except DatabaseError as exc:
@@ -346,7 +334,8 @@ class Worker:
         assert function is not None  # claim only selects registered functions
         # PostgreSQL only: SQLite has one writer, and a worker that holds the write lock
         # for whole groups would starve the others (its commits are cheap in WAL mode).
-        grouped = group if self.is_postgres and group_commit.eligible(function) else None
+        shared = self.storage.group_commit and group_commit.eligible(function)
+        grouped = group if shared else None
         try:
             if grouped is None:
                 group.commit()  # what is pending is not kept waiting behind this run
@@ -373,7 +362,7 @@ class Worker:
             return
         try:
             group.commit()
-            state.hand_back(runs, token, self.using)
+            leases.hand_back(runs, token, self.using)
         except DatabaseError as exc:
             log_db_error("could not hand back %d claimed run(s)", exc, len(runs))
             self._reset_connection()
@@ -392,7 +381,7 @@ class Worker:
         """Parallel steps first: they belong to runs that have already started."""
         assert self.row is not None
         try:
-            claimed = parallel.claim_task(
+            claimed = step_tasks.claim_task(
                 self.using, self.row.pk, self.queues or None, registry.ids()
             )
         except DatabaseError as exc:
@@ -405,14 +394,14 @@ class Worker:
         function = registry.get(task.function_id)
         assert function is not None
         try:
-            parallel.TaskExecution(task, token, function, self.using, self.stopping).execute()
+            step_tasks.TaskExecution(task, token, function, self.using, self.stopping).execute()
         except LeaseLost as exc:
             log.warning("step task %s: lease lost (%s)", task.pk, exc)
         except Exception as exc:
             log_db_error("step task %s: could not execute; requeueing it", exc, task.pk)
             self._reset_connection()
             try:
-                parallel.release_task(task, token, self.using)
+                step_tasks.release_task(task, token, self.using)
             except DatabaseError:
                 log.error("step task %s: could not requeue; it moves on when we stop", task.pk)
         return True
@@ -437,11 +426,11 @@ class Worker:
                 if failures >= MAX_ENGINE_FAILURES:
                     log.error("run %s: not recorded %d times; failing it", run.pk, failures)
                     error = _engine_error(failures)
-                    state.finish(run, token, self.using, RunStatus.FAILED, error=error)
+                    outcomes.finish(run, token, self.using, RunStatus.FAILED, error=error)
                     continue
                 delay = min(0.1 * 2 ** (failures - 1), ENGINE_BACKOFF_MAX)
                 log.warning("run %s: handed back, to execute again in %.1fs", run.pk, delay)
-                state.release(run, token, self.using, clock.now() + timedelta(seconds=delay))
+                leases.release(run, token, self.using, clock.now() + timedelta(seconds=delay))
             except LeaseLost:
                 continue
             except DatabaseError:
@@ -469,21 +458,8 @@ class Worker:
 
     def _work_soon(self) -> bool:
         """Is a run claimable now, or a queued one (a retry) due within the lookahead?"""
-        now = clock.now()
-        ids = registry.ids()
-        soon = (
-            Run.objects.using(self.using)
-            .filter(
-                status__in=[RunStatus.QUEUED, RunStatus.WAITING],
-                available_at__lte=now + BURST_LOOKAHEAD,
-                function_id__in=ids,
-            )
-            .exclude(status=RunStatus.WAITING, available_at__gt=now)
-        )
-        if self.queues:
-            soon = soon.filter(queue__in=self.queues)
-        return soon.exists() or parallel.tasks_due(
-            self.using, ids, self.queues or None, now + BURST_LOOKAHEAD
+        return workers.work_soon(
+            self.using, registry.ids(), self.queues or None, clock.now(), BURST_LOOKAHEAD
         )
 
     # --- liveness -------------------------------------------------------------------
@@ -505,22 +481,14 @@ class Worker:
     def _beat(self, lease: float) -> None:
         assert self.row is not None
         now = clock.now()
-        workers = WorkerRow.objects.using(self.using)
-        if not workers.filter(pk=self.row.pk).update(heartbeat_at=now) and not self.burst:
-            # Declared dead by another worker (a long stall): come back under the
-            # same id. Any run it took from us has a new lease token, so we
-            # cannot record into it. (A burst worker just finishes: its row may
-            # sit in the caller's uncommitted transaction, in a test.)
-            self.row.heartbeat_at = now
-            self.row.save(using=self.using, force_insert=True)
-        stale = now - timedelta(seconds=lease)
-        workers.filter(heartbeat_at__lt=stale).delete()
+        # A burst worker does not rejoin: its row may sit in the caller's uncommitted
+        # transaction, in a test.
+        workers.beat(self.using, self.row, now, rejoin=not self.burst)
         if time.monotonic() >= self._next_prune:
             self._next_prune = time.monotonic() + PRUNE_INTERVAL
-            flow_control.prune(self.using)
+            admission.prune(self.using)
         self._sweep(lease)
-        rescued = state.rescue_orphans(self.using, workers.values("id"))
-        rescued += parallel.rescue_orphan_tasks(self.using, workers.values("id"))
+        rescued = workers.rescue_dead(self.using, now, lease)
         if rescued:
             log.warning("took back %d run(s) from workers that stopped heartbeating", rescued)
             self._wake_all()
@@ -532,7 +500,7 @@ class Worker:
         with self._lock:
             held = [pk for batch in self._batches.values() for pk in batch.held()]
         stale = clock.now() - timedelta(seconds=lease)
-        swept = state.sweep(self.using, self.row.pk, held, stale)
+        swept = leases.sweep(self.using, self.row.pk, held, stale)
         if swept:
             log.warning("handed back %d run(s) leased to this worker but held by none", swept)
             self._wake_all()
@@ -551,7 +519,7 @@ class Worker:
                     try:
                         rest = batch.take_rest()
                         if rest:
-                            state.hand_back(rest, batch.token, self.using)
+                            leases.hand_back(rest, batch.token, self.using)
                         batch.group.flush_stalled()
                     except DatabaseError as exc:
                         log_db_error("the watchdog could not hand back or commit", exc)
@@ -573,21 +541,12 @@ class Worker:
             connections.close_all()
 
     def _listen(self) -> None:
-        """PostgreSQL LISTEN on a connection of its own; polling covers any gap."""
-        import psycopg
-
-        params = connections[self.using].get_connection_params()
-        for key in ("cursor_factory", "context", "prepare_threshold", "server_side_binding"):
-            params.pop(key, None)
+        """LISTEN on a connection of its own, where the database can; polling covers any
+        gap."""
         while not self._done.is_set():
             try:
-                with psycopg.connect(**params, autocommit=True) as conn:
-                    conn.execute(f"LISTEN {notify.CHANNEL}")
-                    self._wake_all()  # anything sent while we were not listening
-                    while not self._done.is_set():
-                        for _ in conn.notifies(timeout=1.0, stop_after=64):
-                            self._wake_all()
-            except psycopg.Error as exc:
+                self.storage.listen(self._wake_all, self._done)
+            except DatabaseError as exc:
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                 log.warning("LISTEN connection lost (%s); polling until it is back", first)
                 self._done.wait(1.0)
