@@ -10,7 +10,7 @@ from django.db.models import Count
 
 import durable_flows as df
 from durable_flows.models import Run, Step, Worker
-from tests.conftest import is_postgres, wait_until
+from tests.conftest import wait_until
 from tests.models import Effect, Ledger
 
 pytestmark = pytest.mark.django_db(transaction=True)
