@@ -16,8 +16,7 @@ from django.db.models import F
 
 from .. import clock, notify, storage
 from ..exceptions import Interrupt, LeaseLost, RunCancelled, StepError
-from ..flow_models import StepTaskStatus
-from ..models import Run, RunStatus, Step, StepKind, StepStatus, StepTask, new_id
+from ..models import Run, RunStatus, Step, StepKind, StepStatus, StepTask, StepTaskStatus, new_id
 from ..registry import Function
 from . import slots
 from .executor import Execution
