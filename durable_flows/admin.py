@@ -20,10 +20,10 @@ from django.utils.safestring import SafeString
 
 from . import clock, control, display, keys, permissions
 from .conf import flow_settings
+from .definitions.functions import registry
 from .exceptions import RunNotFound
 from .middleware import reject_malformed_urls
 from .models import FINISHED, Event, EventKey, Run, RunStatus, Step, Wait, Worker
-from .registry import registry
 from .templatetags.durable_flows import format_duration
 
 COUNT_LIMIT = 10_000

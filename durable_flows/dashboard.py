@@ -22,11 +22,12 @@ from django.urls import NoReverseMatch, reverse
 from django.views.decorators.http import require_POST
 
 from . import clock, control, display, permissions
-from .events import parse_json_body, send
+from .definitions.functions import registry
+from .definitions.payloads import parse_json_body
+from .events import send
 from .exceptions import EventValidationError, RunNotFound
 from .middleware import bad_url_response, url_problem
 from .models import FINISHED, Event, Run, RunStatus, Step
-from .registry import registry
 from .templatetags.durable_flows import format_duration
 
 PAGE_SIZE = 50

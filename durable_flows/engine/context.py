@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from ..events import Event
+from ..models import Event as EventRow
 
 if TYPE_CHECKING:
     from .executor import Execution
@@ -145,3 +146,8 @@ class Context:
 
     def __repr__(self) -> str:
         return f"<Context {self.function_id} run={self.run_id}>"
+
+    def _stored_event(self, event_id: str) -> Event | None:
+        """The stored event ``event_id``, or None: on_failure handlers load the failed run's."""
+        row = EventRow.objects.filter(pk=event_id).first()
+        return Event.from_model(row) if row is not None else None

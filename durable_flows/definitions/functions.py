@@ -1,0 +1,354 @@
+"""``@function`` and the registry of durable functions.
+
+``function()`` checks its arguments and registers a ``Function``; with
+``on_failure=`` it also registers the companion ``<id>-failure`` function,
+triggered by the failed run's ``function.failed`` event.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from ..exceptions import ConfigurationError
+from .failure import failure_handler
+from .options import (
+    Batch,
+    Cancel,
+    Concurrency,
+    Debounce,
+    Priority,
+    RateLimit,
+    Singleton,
+    Throttle,
+    Timeouts,
+    TriggerCron,
+    TriggerEvent,
+    optional_expression,
+)
+from .payloads import FAILED_EVENT
+
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,254}$")
+
+
+@dataclass
+class Function:
+    """A registered durable function. Call ``.fn`` directly to bypass the engine."""
+
+    id: str
+    fn: Callable[..., Any]
+    triggers: tuple[TriggerEvent | TriggerCron, ...]
+    retries: int = 4
+    queue: str = "default"
+    name: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+    concurrency: tuple[Concurrency, ...] = ()
+    throttle: Throttle | None = None
+    rate_limit: RateLimit | None = None
+    debounce: Debounce | None = None
+    batch_events: Batch | None = None
+    priority: Priority | None = None
+    idempotency: str | None = None
+    singleton: Singleton | None = None
+
+    @property
+    def admission_controlled(self) -> bool:
+        """Does starting a run need more than inserting a row (see ``engine.flow_control``)?"""
+        return bool(
+            self.concurrency
+            or self.throttle
+            or self.rate_limit
+            or self.debounce
+            or self.batch_events
+            or (self.priority and self.priority.run)
+            or self.idempotency
+            or self.singleton
+        )
+
+    def __call__(self, ctx: Any) -> Any:
+        return self.fn(ctx)
+
+    def matches(self, event: dict[str, Any]) -> bool:
+        return any(isinstance(t, TriggerEvent) and t.matches(event) for t in self.triggers)
+
+    @property
+    def cancel(self) -> tuple[Cancel, ...]:
+        return tuple(self.options.get("cancel") or ())
+
+    @property
+    def timeouts(self) -> Timeouts | None:
+        return self.options.get("timeouts")
+
+    @property
+    def crons(self) -> tuple[TriggerCron, ...]:
+        return tuple(t for t in self.triggers if isinstance(t, TriggerCron))
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-friendly description (for the API, the admin and the dashboard)."""
+        triggers = [
+            {"event": t.event, "expression": t.expression}
+            if isinstance(t, TriggerEvent)
+            else {"cron": t.cron}
+            for t in self.triggers
+        ]
+        return {
+            "id": self.id,
+            "name": self.name,
+            "triggers": triggers,
+            "retries": self.retries,
+            "queue": self.queue,
+            "cancel": [
+                {
+                    "event": c.event,
+                    "match": c.match,
+                    "if_exp": c.if_exp,
+                    "timeout": _plain(c.timeout),
+                }
+                for c in self.cancel
+            ],
+            "timeouts": (
+                {"start": _plain(self.timeouts.start), "finish": _plain(self.timeouts.finish)}
+                if self.timeouts
+                else None
+            ),
+            "on_failure": self.options.get("on_failure_id"),
+            "concurrency": [
+                {"limit": c.limit, "key": c.key, "scope": c.scope} for c in self.concurrency
+            ],
+            **{
+                name: _describe_option(getattr(self, name))
+                for name in (
+                    "throttle",
+                    "rate_limit",
+                    "debounce",
+                    "batch_events",
+                    "priority",
+                    "idempotency",
+                    "singleton",
+                )
+            },
+        }
+
+
+def _plain(value: Any) -> Any:
+    """A duration as seconds; anything else as it is."""
+    return value.total_seconds() if isinstance(value, timedelta) else value
+
+
+def _describe_option(value: Any) -> Any:
+    if value is None or isinstance(value, str):
+        return value
+    return {name: _plain(v) for name, v in vars(value).items()}
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._functions: dict[str, Function] = {}
+
+    def add(self, function: Function) -> None:
+        existing = self._functions.get(function.id)
+        if existing is not None and _origin(existing.fn) != _origin(function.fn):
+            raise ConfigurationError(
+                f"two durable functions have the id {function.id!r}: "
+                f"{_origin(existing.fn)} and {_origin(function.fn)}"
+            )
+        self._functions[function.id] = function
+
+    def get(self, function_id: str) -> Function | None:
+        return self._functions.get(function_id)
+
+    def remove(self, function_id: str) -> None:
+        self._functions.pop(function_id, None)
+
+    def all(self) -> list[Function]:
+        return list(self._functions.values())
+
+    def ids(self) -> list[str]:
+        return list(self._functions)
+
+    def matching(self, event: dict[str, Any]) -> list[Function]:
+        return [f for f in self._functions.values() if f.matches(event)]
+
+
+def _origin(fn: Callable[..., Any]) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+
+
+registry = Registry()
+
+
+def _triggers(trigger: Any) -> tuple[TriggerEvent | TriggerCron, ...]:
+    items = list(trigger) if isinstance(trigger, list | tuple) else [trigger]
+    if not items:
+        raise ConfigurationError("a function needs at least one trigger")
+    if len(items) > 10:
+        raise ConfigurationError("a function may have at most 10 triggers")
+    for item in items:
+        if not isinstance(item, TriggerEvent | TriggerCron):
+            raise ConfigurationError(
+                f"trigger must be df.TriggerEvent or df.TriggerCron, got {item!r}"
+            )
+    return tuple(items)
+
+
+def function(
+    *,
+    id: str,  # noqa: A002 - the SDK's name
+    trigger: TriggerEvent | TriggerCron | Iterable[TriggerEvent | TriggerCron],
+    retries: int = 4,
+    queue: str = "default",
+    name: str | None = None,
+    concurrency: Concurrency | list[Concurrency] | None = None,
+    throttle: Throttle | None = None,
+    rate_limit: RateLimit | None = None,
+    debounce: Debounce | None = None,
+    batch_events: Batch | None = None,
+    priority: Priority | None = None,
+    idempotency: str | None = None,
+    singleton: Singleton | None = None,
+    cancel: Cancel | list[Cancel] | None = None,
+    timeouts: Timeouts | None = None,
+    on_failure: Callable[..., Any] | None = None,
+    **options: Any,
+) -> Callable[[Callable[..., Any]], Function]:
+    """Register ``fn(ctx)`` as a durable function. Bad options fail here, at import."""
+    if not isinstance(id, str) or not _ID_RE.match(id):
+        raise ConfigurationError(
+            f"function id must be 1-255 characters of letters, digits and ._:/- , got {id!r}"
+        )
+    triggers = _triggers(trigger)
+    if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 20:
+        raise ConfigurationError(f"retries must be an integer from 0 to 20, got {retries!r}")
+    if not isinstance(queue, str) or not queue:
+        raise ConfigurationError(f"queue must be a non-empty string, got {queue!r}")
+    if options:
+        raise ConfigurationError(f"unknown option(s) {sorted(options)} for function {id!r}")
+    extra = _time_options(id, cancel, timeouts, on_failure)
+    flow = _flow_control(
+        id,
+        concurrency=concurrency,
+        throttle=throttle,
+        rate_limit=rate_limit,
+        debounce=debounce,
+        batch_events=batch_events,
+        priority=priority,
+        idempotency=idempotency,
+        singleton=singleton,
+    )
+
+    def decorator(fn: Callable[..., Any]) -> Function:
+        if not callable(fn):
+            raise ConfigurationError(f"@df.function must decorate a callable, got {fn!r}")
+        func = Function(
+            id=id,
+            fn=fn,
+            triggers=triggers,
+            retries=retries,
+            queue=queue,
+            name=name or str(getattr(fn, "__name__", "") or id),
+            options=extra,
+            **flow,
+        )
+        registry.add(func)
+        if on_failure is not None:
+            registry.add(_failure_function(func, on_failure))
+        return func
+
+    return decorator
+
+
+def _time_options(function_id: str, cancel: Any, timeouts: Any, on_failure: Any) -> dict[str, Any]:
+    extra: dict[str, Any] = {}
+    if cancel is not None:
+        rules = list(cancel) if isinstance(cancel, list | tuple) else [cancel]
+        if not all(isinstance(rule, Cancel) for rule in rules):
+            raise ConfigurationError(
+                f"function {function_id!r}: cancel= must be a list of df.Cancel, got {cancel!r}"
+            )
+        if len(rules) > 5:
+            raise ConfigurationError(f"function {function_id!r}: at most 5 cancel rules")
+        extra["cancel"] = tuple(rules)
+    if timeouts is not None:
+        if not isinstance(timeouts, Timeouts):
+            raise ConfigurationError(
+                f"function {function_id!r}: timeouts= must be df.Timeouts, got {timeouts!r}"
+            )
+        extra["timeouts"] = timeouts
+    if on_failure is not None:
+        if not callable(on_failure):
+            raise ConfigurationError(
+                f"function {function_id!r}: on_failure= must be a callable (ctx, error)"
+            )
+        extra["on_failure_id"] = failure_function_id(function_id)
+    return extra
+
+
+def failure_function_id(function_id: str) -> str:
+    return f"{function_id}-failure"
+
+
+def _failure_function(func: Function, handler: Callable[..., Any]) -> Function:
+    """As Inngest: a companion function triggered by the failed run's ``function.failed``."""
+    return Function(
+        id=failure_function_id(func.id),
+        fn=failure_handler(handler),
+        triggers=(
+            TriggerEvent(event=FAILED_EVENT, expression=f"event.data.function_id == {func.id!r}"),
+        ),
+        retries=func.retries,
+        queue=func.queue,
+        name=f"{func.name} (on_failure)",
+    )
+
+
+_OPTION_TYPES: dict[str, type] = {
+    "throttle": Throttle,
+    "rate_limit": RateLimit,
+    "debounce": Debounce,
+    "batch_events": Batch,
+    "priority": Priority,
+    "singleton": Singleton,
+}
+
+# As Inngest: a batch is one run for many events, so per-event admission rules
+# cannot apply to it.
+_NOT_WITH_BATCHING = ("debounce", "idempotency", "rate_limit", "priority", "singleton")
+
+
+def _flow_control(function_id: str, **given: Any) -> dict[str, Any]:
+    """Check the flow-control options of ``@function``; returns them as Function fields."""
+    where = f"function {function_id!r}"
+    concurrency = given.pop("concurrency")
+    if concurrency is None:
+        limits: tuple[Concurrency, ...] = ()
+    else:
+        limits = tuple(concurrency) if isinstance(concurrency, list | tuple) else (concurrency,)
+    for item in limits:
+        if not isinstance(item, Concurrency):
+            raise ConfigurationError(
+                f"{where}: concurrency must be a list of df.Concurrency, got {item!r}"
+            )
+    if len(limits) > 2:
+        raise ConfigurationError(f"{where}: at most 2 concurrency constraints, got {len(limits)}")
+    if len(limits) == 2 and limits[0].key == limits[1].key:
+        raise ConfigurationError(f"{where}: the two concurrency constraints have the same key")
+    for option, expected in _OPTION_TYPES.items():
+        value = given[option]
+        if value is not None and not isinstance(value, expected):
+            raise ConfigurationError(
+                f"{where}: {option} must be df.{expected.__name__}, got {value!r}"
+            )
+    idempotency = given["idempotency"]
+    if idempotency is not None:
+        optional_expression(idempotency, f"{where}: idempotency")
+    if given["batch_events"] is not None:
+        clashes = [option for option in _NOT_WITH_BATCHING if given[option] is not None]
+        if clashes:
+            raise ConfigurationError(
+                f"{where}: batch_events cannot be combined with {', '.join(clashes)} "
+                "(as in Inngest: these rules apply per event, a batch is one run for many)"
+            )
+    return {"concurrency": limits, **given}
