@@ -16,6 +16,7 @@ from django.db import DatabaseError, InterfaceError, OperationalError, connectio
 
 from . import clock, maintenance, notify, storage
 from .conf import db_alias
+from .definitions.functions import registry
 from .engine import group_commit, leases, step_tasks, workers
 from .engine.executor import Execution
 from .engine.group_commit import CommitGroup
@@ -24,7 +25,6 @@ from .faults import fault_point
 from .liveness import PRUNE_INTERVAL, Batch, Liveness, log_db_error
 from .models import Run
 from .models import Worker as WorkerRow
-from .registry import registry
 
 log = logging.getLogger("durable_flows.worker")
 

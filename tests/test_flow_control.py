@@ -12,9 +12,9 @@ import pytest
 
 import durable_flows as df
 from durable_flows import clock
+from durable_flows.definitions.functions import registry
 from durable_flows.exceptions import ConfigurationError
 from durable_flows.models import Run, StepTask
-from durable_flows.registry import registry
 from durable_flows.testing import run_until_idle
 from tests.models import Effect, Span
 

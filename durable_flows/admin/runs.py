@@ -14,9 +14,9 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from .. import control, display, permissions
+from ..definitions.functions import registry
 from ..exceptions import RunNotFound
 from ..models import FINISHED, Event, Run, RunStatus, Step, Wait
-from ..registry import registry
 from ..templatetags.durable_flows import format_duration
 from .base import ReadOnlyAdmin, ReadOnlyInline, link, precise, raw_json_url, status_badge
 

@@ -11,10 +11,11 @@ from django.shortcuts import redirect
 from django.views.decorators.http import require_POST
 
 from .. import control, permissions
-from ..events import parse_json_body, send
+from ..definitions.functions import registry
+from ..definitions.payloads import parse_json_body
+from ..events import send
 from ..exceptions import EventValidationError, RunNotFound
 from ..models import Event, RunStatus
-from ..registry import registry
 from .common import notify, render_page, requires
 
 

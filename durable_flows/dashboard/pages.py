@@ -15,8 +15,8 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.urls import reverse
 
 from .. import clock, display, permissions
+from ..definitions.functions import registry
 from ..models import FINISHED, Event, Run, RunStatus, Step
-from ..registry import registry
 from ..templatetags.durable_flows import format_duration
 from .common import paginate, param, render_page, requires
 

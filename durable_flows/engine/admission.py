@@ -19,9 +19,10 @@ from typing import Any
 from django.db.models import Exists, OuterRef, Q
 
 from .. import clock, notify
+from ..definitions.functions import Function
+from ..definitions.options import PRIORITY_RANGE
 from ..expressions import ExpressionError, evaluate
 from ..models import Event, FlowKey, Run, RunEvent, RunStatus
-from ..registry import PRIORITY_RANGE, Function
 
 IDEMPOTENCY_PERIOD = timedelta(hours=24)
 ACTIVE = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.WAITING)

@@ -7,7 +7,8 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from ..events import Event
+from ..definitions.payloads import Event
+from ..models import Event as EventRow
 from . import waiting
 from .parallel import run_group
 from .signals import Runner
@@ -136,3 +137,8 @@ class Context:
 
     def __repr__(self) -> str:
         return f"<Context {self.function_id} run={self.run_id}>"
+
+    def _stored_event(self, event_id: str) -> Event | None:
+        """The stored event ``event_id``, or None: on_failure handlers load the failed run's."""
+        row = EventRow.objects.filter(pk=event_id).first()
+        return Event.from_model(row) if row is not None else None

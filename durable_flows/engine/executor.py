@@ -18,7 +18,8 @@ from django.db import transaction
 
 from .. import clock, storage
 from ..conf import flow_settings
-from ..events import Event
+from ..definitions.functions import Function
+from ..definitions.payloads import Event
 from ..exceptions import (
     Interrupt,
     LeaseLost,
@@ -32,7 +33,6 @@ from ..exceptions import (
 )
 from ..faults import fault_point
 from ..models import Run, RunStatus, Step, StepKind, StepStatus
-from ..registry import Function
 from . import admission, checkpoints, leases, outcomes, retry, timeouts
 from .context import Context
 from .group_commit import CommitGroup

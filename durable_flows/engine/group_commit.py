@@ -47,10 +47,10 @@ from typing import Any
 from django.db import DatabaseError, connections, transaction
 
 from .. import clock, storage
+from ..definitions.functions import Function, registry
 from ..exceptions import LeaseLost
 from ..faults import fault_point
 from ..models import Run, RunStatus, Step
-from ..registry import Function, registry
 from ..storage.base import GroupWrite
 from . import outcomes
 

@@ -3,6 +3,7 @@ follows in the same transaction: its lifecycle events, its waits disarmed."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -10,16 +11,21 @@ from django.db import transaction
 
 from .. import clock, notify
 from ..conf import db_alias
-from ..events import from_ms, ms, normalise
+from ..definitions import payloads
+from ..definitions.functions import registry
+from ..definitions.payloads import (
+    CANCELLED_EVENT,
+    FAILED_EVENT,
+    FINISHED_EVENT,
+    RESERVED_PREFIX,
+    from_ms,
+    ms,
+    normalise,
+)
 from ..exceptions import LeaseLost
 from ..models import Event, Run, RunStatus, Step, StepStatus, new_id
-from ..registry import RESERVED_PREFIX, registry
 from . import admission, inbox, waits
 from .leases import held
-
-FINISHED_EVENT = "durable_flows/function.finished"
-FAILED_EVENT = "durable_flows/function.failed"
-CANCELLED_EVENT = "durable_flows/function.cancelled"
 
 
 def cancel(run_id: str, using: str, *, error: dict[str, Any] | None = None) -> str | None:
@@ -186,11 +192,22 @@ def receive(items: list[dict[str, Any]], using: str) -> list[str]:
     return ids
 
 
+def send(events: Any, *, system: bool = False) -> list[str]:
+    """Validate and send events (an ``Event``, a mapping, or an iterable of them);
+    ``system``: the app's own lifecycle events (``durable_flows/...`` names), which join
+    the engine's transaction without a savepoint."""
+    items = [events] if isinstance(events, payloads.Event | Mapping) else list(events)
+    normalised = [normalise(item, index, system=system) for index, item in enumerate(items)]
+    if not normalised:
+        return []
+    using = db_alias()
+    with transaction.atomic(using=using, savepoint=not system):
+        return receive(normalised, using)
+
+
 def send_system(events: list[dict[str, Any]]) -> list[str]:
-    """Send app lifecycle events (``{"name": "durable_flows/...", "data": ...}``); they
-    join the caller's transaction."""
-    items = [normalise(event, index, system=True) for index, event in enumerate(events)]
-    return receive(items, db_alias()) if items else []
+    """Send app lifecycle events (``{"name": "durable_flows/...", "data": ...}``)."""
+    return send(events, system=True)
 
 
 def events_stored(stored: list[Event], using: str, now: datetime) -> None:

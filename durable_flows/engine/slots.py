@@ -20,8 +20,8 @@ from datetime import datetime
 from django.db.models import QuerySet
 
 from .. import clock, storage
+from ..definitions.functions import registry
 from ..models import FlowKey, Run
-from ..registry import registry
 from .admission import gcra_schedule
 
 # How many runnable rows one claim looks at when some of them may be over a limit.

@@ -15,9 +15,9 @@ from django.db import transaction
 from django.db.models import F
 
 from .. import clock, notify, storage
+from ..definitions.functions import Function
 from ..exceptions import Interrupt, LeaseLost, RunCancelled, StepError
 from ..models import Run, RunStatus, Step, StepKind, StepStatus, StepTask, StepTaskStatus, new_id
-from ..registry import Function
 from . import slots
 from .executor import Execution
 from .parallel import Skip, TargetDone

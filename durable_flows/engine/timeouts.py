@@ -11,8 +11,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from ..definitions.functions import Function, registry
 from ..models import Run, RunStatus
-from ..registry import Function, registry
 from . import outcomes
 
 SWEEP_BATCH = 200

@@ -17,9 +17,10 @@ from typing import Any, NoReturn
 from django.db import transaction
 
 from .. import clock, notify
+from ..definitions.functions import Function, registry
+from ..definitions.options import check_match
+from ..definitions.payloads import INVOKED_EVENT, Event, ms
 from ..durations import ensure_within_range, parse_duration
-from ..events import Event, ms
-from ..events import send as send_events
 from ..exceptions import (
     ConfigurationError,
     EventValidationError,
@@ -30,11 +31,8 @@ from ..exceptions import (
 from ..faults import fault_point
 from ..models import Event as EventRow
 from ..models import Run, RunStatus, Step, StepKind, StepStatus, Wait, WaitKind, WaitStatus
-from ..registry import RESERVED_PREFIX, Function, check_match, registry
-from . import checkpoints, leases, waits
+from . import checkpoints, leases, outcomes, waits
 from .signals import Runner, Suspended
-
-INVOKED_EVENT = RESERVED_PREFIX + "function.invoked"
 
 
 def _duration(value: Any, what: str) -> timedelta:
@@ -316,7 +314,7 @@ def _child_error(
 def send_event(exe: Runner, step_id: str, events: Any) -> list[str]:
     def send() -> list[str]:
         try:
-            return send_events(events)
+            return outcomes.send(events)
         except EventValidationError as exc:
             raise NonRetriableError(str(exc)) from None
 

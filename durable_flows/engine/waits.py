@@ -21,9 +21,9 @@ from datetime import datetime
 from typing import Any
 
 from .. import notify, storage
+from ..definitions.functions import registry
 from ..expressions import is_true
 from ..models import Event, Run, RunStatus, Wait, WaitKind, WaitPath, WaitStatus
-from ..registry import registry
 
 _MISSING = object()
 
