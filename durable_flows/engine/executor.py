@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
@@ -172,23 +172,11 @@ class Execution:
         )
 
     def _fail_crashed(self) -> None:
-        error = {
-            "type": leases.WORKER_CRASHED,
-            "message": f"the workers executing the run died {self._crashes} times "
-            f"(its process was killed or crashed), more than its {self.function.retries} "
-            "retries allow",
-        }
-        log.info("run %s of %s failed: %s", self.run.pk, self.function.id, error["message"])
-        outcomes.finish(
-            self.run, self.token, self.using, RunStatus.FAILED, error=error, crashed=self._crashes
-        )
+        error = leases.crashed_error(self._crashes, self.function.retries)
+        outcomes.fail(self.run, self.token, self.using, error, crashed=self._crashes)
 
     def _fail(self, exc: BaseException) -> None:
-        error = retry.error_dict(exc)
-        message = error["message"]  # a log line stays short, whatever the error says
-        message = message if len(message) <= 500 else message[:500] + "…"
-        log.info("run %s of %s failed: %s", self.run.pk, self.function.id, message)
-        outcomes.finish(self.run, self.token, self.using, RunStatus.FAILED, error=error)
+        outcomes.fail(self.run, self.token, self.using, retry.error_dict(exc))
 
     def _function_error(self, exc: BaseException) -> None:
         """Code outside steps raised: retry the function per ``retries``, then fail."""
@@ -304,7 +292,8 @@ class Execution:
         fast = memo is None and self.one_statement_checkpoints and store.one_statement_checkpoints
         try:
             if atomic:
-                with self._step_transaction() as fenced, self._inside_step():
+                transaction_ = storage.of(self.using).step_transaction(self.fence)
+                with transaction_ as fenced, self._inside_step():
                     output = checkpoints.encode_output(fn(*args))
                     fault_point("after_effect")
                     cancel = False if fast else fenced()
@@ -327,30 +316,6 @@ class Execution:
         self.memos[name] = step
         return output
 
-    @contextmanager
-    def _step_transaction(self) -> Iterator[Callable[[], bool]]:
-        """An atomic step's transaction. It locks the run only at its end (the fence),
-        so a cancel, or a look at the run, never waits on a step being executed (on
-        SQLite the write lock is taken at the step's first statement; see storage).
-
-        Yields ``fenced()``: fence now unless done already; whether a cancel was requested.
-        """
-        fenced: list[bool] = []
-        fencing = False
-
-        def fence() -> bool:
-            nonlocal fencing
-            if not fenced and not fencing:
-                fencing = True
-                try:
-                    fenced.append(self.fence())
-                finally:
-                    fencing = False
-            return fenced[0] if fenced else False
-
-        with storage.of(self.using).step_transaction(fence):
-            yield fence
-
     def _grouped_step(
         self, fn: Callable[..., Any], args: tuple[Any, ...], checkpoint: dict[str, Any]
     ) -> Any:
@@ -371,7 +336,7 @@ class Execution:
         self.memos[step.name] = step
         return output
 
-    # --- hooks that parallel step tasks (engine/parallel.py) override -----------
+    # --- hooks that parallel step tasks (engine/step_tasks.py) override --------
 
     def _intercept(self, name: str, position: int, memo: Step | None, kind: StepKind) -> None:
         """Before a step executes: inside a parallel group, plan it instead."""
@@ -413,22 +378,11 @@ class Execution:
             else:
                 # The failed attempt and the run's release commit together.
                 self._retry_later(when)
-                step = checkpoints.save_step(
-                    self.using,
-                    self.run,
-                    memo,
-                    ended_at=None,
-                    **{**fields, "status": StepStatus.RUNNING},
-                )
+                running = {**fields, "status": StepStatus.RUNNING, "ended_at": None}
+                step = checkpoints.save_step(self.using, self.run, memo, **running)
         if when is not None:
-            log.info(
-                "run %s step %s failed (attempt %d), retrying at %s: %s",
-                self.run.pk,
-                step.name,
-                failures,
-                when.isoformat(),
-                error["message"],
-            )
+            message = f"failed (attempt {failures}), retrying at {when.isoformat()}"
+            log.info("run %s step %s %s: %s", self.run.pk, step.name, message, error["message"])
             raise Suspended()
         self.memos[step.name] = step
         raise self.step_error(step.name, error)

@@ -73,11 +73,16 @@ def rescue(using: str, live_worker_ids: Any) -> int:
     )
 
 
-def crashed_error() -> dict[str, Any]:
-    return {
-        "type": WORKER_CRASHED,
-        "message": "the worker executing the run died (its process was killed or crashed)",
-    }
+def crashed_error(crashes: int = 1, retries: int | None = None) -> dict[str, Any]:
+    """The error of a run whose worker died (``retries``: and that fails for it)."""
+    if retries is None:
+        message = "the worker executing the run died (its process was killed or crashed)"
+    else:
+        message = (
+            f"the workers executing the run died {crashes} times (its process was killed "
+            f"or crashed), more than its {retries} retries allow"
+        )
+    return {"type": WORKER_CRASHED, "message": message}
 
 
 def crashes(run: Run) -> int:

@@ -3,6 +3,7 @@ follows in the same transaction: its lifecycle events, its waits disarmed."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -26,6 +27,8 @@ from ..exceptions import LeaseLost
 from ..models import Event, Run, RunStatus, Step, StepStatus, new_id
 from . import admission, inbox, waits
 from .leases import held
+
+log = logging.getLogger("durable_flows.worker")
 
 
 def cancel(run_id: str, using: str, *, error: dict[str, Any] | None = None) -> str | None:
@@ -148,6 +151,14 @@ def finish(
         if close_waits or run.parent_run_id:
             waits.close(run, using, now)
         send_system(_lifecycle_events(run))
+
+
+def fail(run: Run, token: str, using: str, error: dict[str, Any], *, crashed: int = 0) -> None:
+    """The run failed for good: ``finish`` it as failed, with one short log line."""
+    message = error.get("message") or ""  # a log line stays short, whatever the error says
+    message = message if len(message) <= 500 else message[:500] + "…"
+    log.info("run %s of %s failed: %s", run.pk, run.function_id, message)
+    finish(run, token, using, RunStatus.FAILED, error=error, crashed=crashed)
 
 
 def lifecycle_rows(completed: list[tuple[Run, Any]], now: datetime) -> list[Event]:

@@ -105,11 +105,32 @@ class Storage:
         raise NotImplementedError
 
     @contextmanager
-    def step_transaction(self, fence: Callable[[], bool]) -> Iterator[None]:
-        """The transaction of an atomic step (``fence`` proves the lease; the caller
-        calls it before the checkpoint, or the storage at the step's first statement)."""
-        with transaction.atomic(using=self.using):
-            yield
+    def step_transaction(self, fence: Callable[[], bool]) -> Iterator[Callable[[], bool]]:
+        """The transaction of an atomic step. It locks the run only at its end (the
+        fence), so a cancel, or a look at the run, never waits on a step being executed.
+
+        Yields ``fenced()``: calls ``fence`` (which proves the lease and says whether a
+        cancel was requested) unless that was done already, and returns its answer.
+        The caller calls it before the checkpoint; SQLite's storage at the step's first
+        statement too."""
+        answers: list[bool] = []
+        fencing = False
+
+        def fenced() -> bool:
+            nonlocal fencing
+            if not answers and not fencing:
+                fencing = True
+                try:
+                    answers.append(fence())
+                finally:
+                    fencing = False
+            return answers[0] if answers else False
+
+        with self._step_atomic(fenced):
+            yield fenced
+
+    def _step_atomic(self, fenced: Callable[[], bool]) -> Any:
+        return transaction.atomic(using=self.using)
 
     # --- events, waits and slots ----------------------------------------------------
 

@@ -62,12 +62,12 @@ class SqliteStorage(Storage):
         return bool(row[0])
 
     @contextmanager
-    def step_transaction(self, fence: Callable[[], bool]) -> Iterator[None]:
+    def _step_atomic(self, fenced: Callable[[], bool]) -> Iterator[None]:
         """The transaction begins deferred and takes the write lock at the step's first
         statement (fencing then) or at its checkpoint."""
 
         def fence_first(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
-            fence()
+            fenced()
             return execute(sql, params, many, context)
 
         connection: Any = connections[self.using]
