@@ -278,7 +278,7 @@ class Execution:
             # Crashes alone take a step past its retries unfailed (a parallel step task
             # whose worker died: rescue_orphan_tasks counts it).
             crashed = WorkerCrashed(f"the workers executing step {name!r} died {attempt} times")
-            return self._step_failed(crashed, memo, checkpoint)
+            return self._step_failed(crashed, memo, {**checkpoint, "attempts": attempt})
         # A retried step (it has a record) updates its record: not in the group, whose
         # statement only inserts new checkpoints.
         if self.group is not None and (
