@@ -22,6 +22,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check durable_flows project tests bench
 	$(BIN)/ruff format --check durable_flows project tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	DJANGO_SETTINGS_MODULE=tests.settings $(BIN)/python manage.py makemigrations --check --dry-run
 
 test: $(STAMP) lint

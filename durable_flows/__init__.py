@@ -39,14 +39,13 @@ __all__ = [
 # models are loaded on first access.
 _LAZY = {
     "Context": "durable_flows.engine.context",
-    "Event": "durable_flows.events",
     "send": "durable_flows.events",
     "cancel": "durable_flows.control",
     "rerun": "durable_flows.control",
 }
 
-from .exceptions import NonRetriableError, RetryAfterError, StepError  # noqa: E402
-from .registry import (  # noqa: E402
+from .definitions.functions import function  # noqa: E402
+from .definitions.options import (  # noqa: E402
     Batch,
     Cancel,
     Concurrency,
@@ -58,13 +57,14 @@ from .registry import (  # noqa: E402
     Timeouts,
     TriggerCron,
     TriggerEvent,
-    function,
 )
+from .definitions.payloads import Event  # noqa: E402
+from .exceptions import NonRetriableError, RetryAfterError, StepError  # noqa: E402
 
 if TYPE_CHECKING:
     from .control import cancel, rerun
     from .engine.context import Context
-    from .events import Event, send
+    from .events import send
 
 
 def __getattr__(name: str) -> Any:

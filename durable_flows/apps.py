@@ -7,6 +7,7 @@ class DurableFlowsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        # Start-up order: these need the app registry ready, which ready() is for.
         from django.utils.module_loading import autodiscover_modules
 
         from . import checks, logs  # noqa: F401 - importing checks registers them

@@ -7,6 +7,7 @@ from typing import Any
 from django.conf import settings
 from django.core import checks
 
+from .conf import flow_settings
 from .exceptions import ConfigurationError
 
 MIDDLEWARE = "durable_flows.middleware.RejectMalformedURLs"
@@ -14,8 +15,6 @@ MIDDLEWARE = "durable_flows.middleware.RejectMalformedURLs"
 
 @checks.register()
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    from .conf import flow_settings
-
     errors: list[checks.CheckMessage] = []
     try:
         flow_settings.check()

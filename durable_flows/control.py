@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from django.db import transaction
 
-from . import clock, notify, waits
+from . import clock, notify
 from .conf import db_alias
-from .engine import state
+from .engine import outcomes, waits
 from .exceptions import DurableFlowsError, RunNotFound
 from .models import Run
 
@@ -26,7 +26,7 @@ def cancel(run_id: str) -> Run:
     using = db_alias()
     run = _get(run_id, using)
     for _ in range(5):
-        outcome = state.cancel(run_id, using)
+        outcome = outcomes.cancel(run_id, using)
         run = _get(run_id, using)
         if outcome or run.is_finished:
             return run
@@ -68,6 +68,6 @@ def retry(run_id: str) -> Run:
     executed again; the failed step gets its retries anew). Returns the run, queued."""
     using = db_alias()
     run = _get(run_id, using)
-    if not state.retry_failed(run_id, using):
+    if not outcomes.retry_failed(run_id, using):
         raise NotRetriable(f"run {run_id} is {run.status}: only a failed run can be retried")
     return _get(run_id, using)

@@ -7,6 +7,9 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
+from . import clock
+from .durations import ensure_within_range, parse_duration
+
 
 class DurableFlowsError(Exception):
     """Base class of every error durable_flows raises on purpose."""
@@ -92,9 +95,6 @@ class RunNotFound(DurableFlowsError, LookupError):
 
 
 def _checked_retry_after(value: Any) -> Any:
-    from . import clock
-    from .durations import ensure_within_range, parse_duration
-
     try:
         if isinstance(value, datetime):
             return ensure_within_range(value, clock.now(), what="RetryAfterError(retry_after)")

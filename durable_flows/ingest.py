@@ -15,7 +15,8 @@ from django.http import HttpRequest
 from ulid import ULID
 
 from .conf import flow_settings
-from .events import parse_json_body, send
+from .definitions.payloads import parse_json_body
+from .events import send
 from .exceptions import EventTooLargeError, EventValidationError
 
 MAX_EVENTS_PER_REQUEST = 5000

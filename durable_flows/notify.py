@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import threading
 
-from django.db import connections, transaction
+from django.db import transaction
 
-CHANNEL = "durable_flows"
+from . import storage
 
 _local_lock = threading.Lock()
 _local_wakeups: set[threading.Event] = set()
@@ -31,9 +31,6 @@ def _wake_local() -> None:
 
 def work_available(using: str) -> None:
     """Call inside the transaction that made work runnable; the signal goes out at commit."""
-    connection = connections[using]
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_notify(%s, '')", [CHANNEL])
+    storage.of(using).notify_work()
     if _local_wakeups:
         transaction.on_commit(_wake_local, using=using)

@@ -18,12 +18,11 @@ from datetime import datetime
 
 from django.db import IntegrityError, transaction
 
-from . import notify, waits
-from .events import ms
+from . import notify
+from .definitions.functions import Function, registry
+from .definitions.payloads import SCHEDULED_EVENT, ms
+from .engine import waits
 from .models import CronTick, Event, Run
-from .registry import RESERVED_PREFIX, Function, registry
-
-SCHEDULED_EVENT = RESERVED_PREFIX + "scheduled.timer"
 
 
 def _latest_due(function: Function, now: datetime) -> tuple[datetime, str]:

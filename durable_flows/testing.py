@@ -18,7 +18,9 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 from . import clock
+from .conf import db_alias
 from .durations import parse_duration
+from .models import Run, RunStatus
 from .worker import Worker
 
 
@@ -50,9 +52,6 @@ def advance(by: timedelta | str) -> datetime:
 def advance_to_next_wake() -> datetime | None:
     """Move the clock to the next time a sleeping or waiting run is due (a sleep ending,
     a timeout); returns that time, or None (and leaves the clock) if no run has one."""
-    from .conf import db_alias
-    from .models import Run, RunStatus
-
     current = clock.now()
     upcoming = (
         Run.objects.using(db_alias())

@@ -14,81 +14,30 @@ from typing import Any
 
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
 
-from . import clock, maintenance, notify
-from .conf import db_alias, flow_settings
-from .engine import flow_control, group_commit, parallel, state
+from . import clock, maintenance, notify, storage
+from .conf import db_alias
+from .definitions.functions import registry
+from .engine import group_commit, leases, step_tasks, workers
 from .engine.executor import Execution
 from .engine.group_commit import CommitGroup
 from .exceptions import LeaseLost
 from .faults import fault_point
-from .models import Run, RunStatus
+from .liveness import PRUNE_INTERVAL, Batch, Liveness, log_db_error
+from .models import Run
 from .models import Worker as WorkerRow
-from .registry import registry
 
 log = logging.getLogger("durable_flows.worker")
 
 # In --burst mode, queued runs due this soon (a retry's short backoff) keep the
 # worker alive; sleeping and waiting runs never do.
 BURST_LOOKAHEAD = timedelta(seconds=2)
-# Cron ticks are started, and timeouts enforced, this often (seconds).
-MAINTENANCE_INTERVAL = 0.5
 # Group commit (engine/group_commit.py): a thread claims up to MAX_BATCH runs at
 # once while the runs it claims complete in one commit within BATCH_SECONDS.
 MAX_BATCH = 32
 BATCH_SECONDS = 0.1
-# How often a worker deletes flow-control state that has expired.
-PRUNE_INTERVAL = 300.0
-# A run executing this long is slow: the runs claimed with it and not started go
-# back to the queue (for any free worker), and what is waiting to be committed
-# behind it is committed. The watchdog looks this often (seconds).
-SLOW_RUN_SECONDS = 0.2
-WATCHDOG_INTERVAL = 0.05
-# The engine failing to record a run (a database error, not the run's own code)
-# backs off exponentially, up to ENGINE_BACKOFF_MAX seconds; after
-# MAX_ENGINE_FAILURES in a row the run fails with an engine error.
-ENGINE_BACKOFF_MAX = 30.0
-MAX_ENGINE_FAILURES = 8
 
 
-class Batch:
-    """The runs one executor thread claimed together: the one executing, and the ones
-    not started, which the watchdog may hand back."""
-
-    def __init__(self, runs: list[Run], token: str, group: CommitGroup) -> None:
-        self.token = token
-        self.group = group
-        self._waiting = list(runs)
-        self._lock = threading.Lock()
-        self.current: Run | None = None
-        self.since: float | None = None  # when the current run began executing
-
-    def next(self) -> Run | None:
-        with self._lock:
-            self.current = self._waiting.pop(0) if self._waiting else None
-            self.since = time.monotonic() if self.current else None
-            return self.current
-
-    def take_rest(self) -> list[Run]:
-        with self._lock:
-            rest, self._waiting = self._waiting, []
-            return rest
-
-    def held(self) -> list[str]:
-        with self._lock:
-            return [run.pk for run in ([self.current] if self.current else []) + self._waiting]
-
-
-def log_db_error(message: str, exc: BaseException, *args: Any) -> None:
-    """A lost or refused connection is expected (a restart, a failover): one line, no
-    traceback. Anything else is a bug worth its traceback."""
-    if isinstance(exc, OperationalError | InterfaceError):
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        log.warning(message + ": %s (retrying)", *args, first)
-    else:
-        log.error(message, *args, exc_info=exc)
-
-
-class Worker:
+class Worker(Liveness):
     """Executes runs with ``concurrency`` threads until stopped (or, in burst mode, idle)."""
 
     def __init__(
@@ -121,13 +70,8 @@ class Worker:
         self._lock = threading.Lock()
         self._local = threading.local()
         self._next_prune = time.monotonic() + PRUNE_INTERVAL
-        vendor = connections[self.using].vendor
-        self.is_postgres = vendor == "postgresql"
-        self.poll_interval = float(
-            flow_settings.POLL_INTERVAL_SECONDS
-            if self.is_postgres
-            else flow_settings.SQLITE_POLL_INTERVAL_SECONDS
-        )
+        self.storage = storage.of(self.using)
+        self.poll_interval = self.storage.poll_interval
 
     # --- lifecycle --------------------------------------------------------------
 
@@ -149,7 +93,7 @@ class Worker:
             threading.Thread(target=self._maintain, name="df-maintenance", daemon=True),
             threading.Thread(target=self._watch, name="df-watchdog", daemon=True),
         ]
-        if self.is_postgres:
+        if self.storage.listens:
             helpers.append(threading.Thread(target=self._listen, name="df-listen", daemon=True))
         for thread in helpers + others:
             thread.start()
@@ -213,17 +157,10 @@ class Worker:
 
     def _register(self, patience: float = 30.0) -> None:
         """Create this worker's row; a database that is restarting gets ``patience`` seconds."""
-        row = WorkerRow(
-            name=self.name[:255],
-            hostname=socket.gethostname()[:255],
-            pid=os.getpid(),
-            queues=self.queues,
-            concurrency=self.concurrency,
-        )
         deadline = time.monotonic() + patience
         while True:
             try:
-                row.save(using=self.using, force_insert=True)
+                row = workers.register(self.using, self.name, self.queues, self.concurrency)
                 break
             except (OperationalError, InterfaceError) as exc:
                 if time.monotonic() > deadline:
@@ -245,7 +182,7 @@ class Worker:
     def _unregister(self) -> None:
         if self.row is not None:
             try:
-                WorkerRow.objects.using(self.using).filter(pk=self.row.pk).delete()
+                workers.unregister(self.using, self.row)
             except DatabaseError as exc:
                 log_db_error("could not remove the worker row; it will expire", exc)
 
@@ -301,7 +238,7 @@ class Worker:
         # then reads "running", is taken back after the lease, and the crash counts.
         group = CommitGroup(self.using, self._release_after_error)
         try:
-            token, runs = state.claim(
+            token, runs = leases.claim(
                 self.using, self.row.pk, self.queues or None, registry.ids(), limit=limit
             )
         except DatabaseError as exc:
@@ -346,7 +283,8 @@ class Worker:
         assert function is not None  # claim only selects registered functions
         # PostgreSQL only: SQLite has one writer, and a worker that holds the write lock
         # for whole groups would starve the others (its commits are cheap in WAL mode).
-        grouped = group if self.is_postgres and group_commit.eligible(function) else None
+        shared = self.storage.group_commit and group_commit.eligible(function)
+        grouped = group if shared else None
         try:
             if grouped is None:
                 group.commit()  # what is pending is not kept waiting behind this run
@@ -373,7 +311,7 @@ class Worker:
             return
         try:
             group.commit()
-            state.hand_back(runs, token, self.using)
+            leases.hand_back(runs, token, self.using)
         except DatabaseError as exc:
             log_db_error("could not hand back %d claimed run(s)", exc, len(runs))
             self._reset_connection()
@@ -392,7 +330,7 @@ class Worker:
         """Parallel steps first: they belong to runs that have already started."""
         assert self.row is not None
         try:
-            claimed = parallel.claim_task(
+            claimed = step_tasks.claim_task(
                 self.using, self.row.pk, self.queues or None, registry.ids()
             )
         except DatabaseError as exc:
@@ -405,56 +343,17 @@ class Worker:
         function = registry.get(task.function_id)
         assert function is not None
         try:
-            parallel.TaskExecution(task, token, function, self.using, self.stopping).execute()
+            step_tasks.TaskExecution(task, token, function, self.using, self.stopping).execute()
         except LeaseLost as exc:
             log.warning("step task %s: lease lost (%s)", task.pk, exc)
         except Exception as exc:
             log_db_error("step task %s: could not execute; requeueing it", exc, task.pk)
             self._reset_connection()
             try:
-                parallel.release_task(task, token, self.using)
+                step_tasks.release_task(task, token, self.using)
             except DatabaseError:
                 log.error("step task %s: could not requeue; it moves on when we stop", task.pk)
         return True
-
-    def _release_after_error(self, run: Run, token: str) -> None:
-        """The engine could not record the run: hand it back after a back-off that doubles
-        with each failure in a row, and fail it after MAX_ENGINE_FAILURES. While the
-        database is unreachable, keep trying from the loop."""
-        with self._lock:
-            if len(self._engine_failures) > 10_000:
-                self._engine_failures.clear()
-            failures = self._engine_failures.get(run.pk, 0) + 1
-            self._engine_failures[run.pk] = failures
-            self._stranded.append((run, token, failures))
-        self._release_stranded()
-
-    def _release_stranded(self) -> None:
-        with self._lock:
-            stranded, self._stranded = self._stranded, []
-        for index, (run, token, failures) in enumerate(stranded):
-            try:
-                if failures >= MAX_ENGINE_FAILURES:
-                    log.error("run %s: not recorded %d times; failing it", run.pk, failures)
-                    error = _engine_error(failures)
-                    state.finish(run, token, self.using, RunStatus.FAILED, error=error)
-                    continue
-                delay = min(0.1 * 2 ** (failures - 1), ENGINE_BACKOFF_MAX)
-                log.warning("run %s: handed back, to execute again in %.1fs", run.pk, delay)
-                state.release(run, token, self.using, clock.now() + timedelta(seconds=delay))
-            except LeaseLost:
-                continue
-            except DatabaseError:
-                self._reset_connection()
-                with self._lock:
-                    self._stranded.extend(stranded[index:])
-                return
-
-    def _reset_connection(self) -> None:
-        try:
-            connections[self.using].close()
-        except DatabaseError:
-            pass
 
     def _burst_finished(self) -> bool:
         if not all(self._idle):
@@ -469,133 +368,6 @@ class Worker:
 
     def _work_soon(self) -> bool:
         """Is a run claimable now, or a queued one (a retry) due within the lookahead?"""
-        now = clock.now()
-        ids = registry.ids()
-        soon = (
-            Run.objects.using(self.using)
-            .filter(
-                status__in=[RunStatus.QUEUED, RunStatus.WAITING],
-                available_at__lte=now + BURST_LOOKAHEAD,
-                function_id__in=ids,
-            )
-            .exclude(status=RunStatus.WAITING, available_at__gt=now)
+        return workers.work_soon(
+            self.using, registry.ids(), self.queues or None, clock.now(), BURST_LOOKAHEAD
         )
-        if self.queues:
-            soon = soon.filter(queue__in=self.queues)
-        return soon.exists() or parallel.tasks_due(
-            self.using, ids, self.queues or None, now + BURST_LOOKAHEAD
-        )
-
-    # --- liveness -------------------------------------------------------------------
-
-    def _heartbeat(self) -> None:
-        """Keep this worker's lease alive, and hand dead workers' runs to the living."""
-        lease = float(flow_settings.LEASE_SECONDS)
-        interval = max(0.05, min(lease / 3, 5.0))
-        try:
-            while not self._done.wait(interval):
-                try:
-                    self._beat(lease)
-                except DatabaseError as exc:
-                    log_db_error("heartbeat failed", exc)
-                    self._reset_connection()
-        finally:
-            connections.close_all()
-
-    def _beat(self, lease: float) -> None:
-        assert self.row is not None
-        now = clock.now()
-        workers = WorkerRow.objects.using(self.using)
-        if not workers.filter(pk=self.row.pk).update(heartbeat_at=now) and not self.burst:
-            # Declared dead by another worker (a long stall): come back under the
-            # same id. Any run it took from us has a new lease token, so we
-            # cannot record into it. (A burst worker just finishes: its row may
-            # sit in the caller's uncommitted transaction, in a test.)
-            self.row.heartbeat_at = now
-            self.row.save(using=self.using, force_insert=True)
-        stale = now - timedelta(seconds=lease)
-        workers.filter(heartbeat_at__lt=stale).delete()
-        if time.monotonic() >= self._next_prune:
-            self._next_prune = time.monotonic() + PRUNE_INTERVAL
-            flow_control.prune(self.using)
-        self._sweep(lease)
-        rescued = state.rescue_orphans(self.using, workers.values("id"))
-        rescued += parallel.rescue_orphan_tasks(self.using, workers.values("id"))
-        if rescued:
-            log.warning("took back %d run(s) from workers that stopped heartbeating", rescued)
-            self._wake_all()
-
-    def _sweep(self, lease: float) -> None:
-        """Runs leased to this worker that none of its threads holds (a thread that died,
-        a lease left behind by a bug) go back to the queue, not stay running forever."""
-        assert self.row is not None
-        with self._lock:
-            held = [pk for batch in self._batches.values() for pk in batch.held()]
-        stale = clock.now() - timedelta(seconds=lease)
-        swept = state.sweep(self.using, self.row.pk, held, stale)
-        if swept:
-            log.warning("handed back %d run(s) leased to this worker but held by none", swept)
-            self._wake_all()
-
-    def _watch(self) -> None:
-        """The watchdog: when a thread's run is slow, hand back the runs claimed with it,
-        and commit what waits behind it (see ``CommitGroup.flush_stalled``)."""
-        try:
-            while not self._done.wait(WATCHDOG_INTERVAL):
-                with self._lock:
-                    batches = list(self._batches.values())
-                for batch in batches:
-                    since = batch.since
-                    if since is None or time.monotonic() - since < SLOW_RUN_SECONDS:
-                        continue
-                    try:
-                        rest = batch.take_rest()
-                        if rest:
-                            state.hand_back(rest, batch.token, self.using)
-                        batch.group.flush_stalled()
-                    except DatabaseError as exc:
-                        log_db_error("the watchdog could not hand back or commit", exc)
-                        self._reset_connection()
-        finally:
-            connections.close_all()
-
-    def _maintain(self) -> None:
-        """Cron ticks and timeouts, about once a second (see ``maintenance``)."""
-        try:
-            while not self._done.wait(MAINTENANCE_INTERVAL):
-                try:
-                    if maintenance.run(self.using):
-                        self._wake_all()
-                except DatabaseError as exc:
-                    log_db_error("maintenance failed", exc)
-                    self._reset_connection()
-        finally:
-            connections.close_all()
-
-    def _listen(self) -> None:
-        """PostgreSQL LISTEN on a connection of its own; polling covers any gap."""
-        import psycopg
-
-        params = connections[self.using].get_connection_params()
-        for key in ("cursor_factory", "context", "prepare_threshold", "server_side_binding"):
-            params.pop(key, None)
-        while not self._done.is_set():
-            try:
-                with psycopg.connect(**params, autocommit=True) as conn:
-                    conn.execute(f"LISTEN {notify.CHANNEL}")
-                    self._wake_all()  # anything sent while we were not listening
-                    while not self._done.is_set():
-                        for _ in conn.notifies(timeout=1.0, stop_after=64):
-                            self._wake_all()
-            except psycopg.Error as exc:
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                log.warning("LISTEN connection lost (%s); polling until it is back", first)
-                self._done.wait(1.0)
-
-
-def _engine_error(failures: int) -> dict[str, Any]:
-    return {
-        "type": "EngineError",
-        "message": f"the worker could not record the run's progress {failures} times in a "
-        "row (see the worker's log); it was failed rather than retried forever",
-    }

@@ -171,7 +171,7 @@ def test_workers_are_listed_with_whether_they_are_alive(admin_client):
 
 
 def test_changelists_never_count_past_the_cap(admin_client, monkeypatch):
-    from durable_flows import admin as flows_admin
+    from durable_flows.admin import base as flows_admin
 
     monkeypatch.setattr(flows_admin, "COUNT_LIMIT", 5)
     for _ in range(8):

@@ -77,7 +77,7 @@ def test_if_exp_rule_and_its_timeout():
 
 
 def test_a_running_run_is_cancelled_between_steps():
-    from durable_flows.registry import registry
+    from durable_flows.definitions.functions import registry
 
     fn = registry.get("cancellable")
     original = fn.fn
@@ -156,7 +156,7 @@ def test_bad_cancel_and_timeouts_options_fail_at_definition():
 
 
 def test_finish_timeout_stops_a_running_run_between_steps():
-    from durable_flows.registry import registry
+    from durable_flows.definitions.functions import registry
 
     fn = registry.get("timed")
     original = fn.fn

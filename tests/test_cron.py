@@ -11,9 +11,9 @@ import pytest
 
 import durable_flows as df
 from durable_flows import cron, testing
+from durable_flows.definitions.functions import registry
 from durable_flows.exceptions import ConfigurationError
 from durable_flows.models import CronTick, Run
-from durable_flows.registry import registry
 from durable_flows.testing import advance, run_until_idle
 from tests.conftest import wait_until
 from tests.flows_time import register_cron_functions

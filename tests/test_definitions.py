@@ -10,9 +10,9 @@ from django.test import override_settings
 
 import durable_flows as df
 from durable_flows.conf import flow_settings
+from durable_flows.definitions.functions import registry
 from durable_flows.durations import parse_duration
 from durable_flows.exceptions import ConfigurationError
-from durable_flows.registry import registry
 
 
 def noop(ctx):

@@ -204,7 +204,7 @@ def test_a_failed_run_sends_failed_and_finished_events(execute):
 
 
 def test_the_logger_does_not_repeat_lines_on_replay(caplog):
-    from durable_flows.registry import registry
+    from durable_flows.definitions.functions import registry
 
     fn = registry.get("flaky")
     original = fn.fn

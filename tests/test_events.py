@@ -254,8 +254,8 @@ def test_the_migration_keeps_recent_ids_deduplicating():
 
 
 def test_ts_is_int_milliseconds_or_an_aware_datetime_up_to_100_years_ahead():
+    from durable_flows.definitions.payloads import ms
     from durable_flows.durations import MAX_DURATION
-    from durable_flows.events import ms
 
     now = timezone.now()
     latest = now + MAX_DURATION - timedelta(minutes=1)

@@ -12,9 +12,9 @@ import pytest
 
 import durable_flows as df
 from durable_flows import clock
+from durable_flows.definitions.functions import registry
 from durable_flows.exceptions import ConfigurationError
 from durable_flows.models import Run, StepTask
-from durable_flows.registry import registry
 from durable_flows.testing import run_until_idle
 from tests.models import Effect, Span
 
@@ -268,11 +268,11 @@ def test_parallel_steps_return_in_order_and_retry_on_their_own():
 
 def test_a_run_waiting_for_its_parallel_steps_holds_no_worker_and_can_be_cancelled():
     (event_id,) = df.send(df.Event(name="test/fan-out", data={}))
-    from durable_flows.engine import state
+    from durable_flows.engine import leases
     from durable_flows.models import Worker as WorkerRow
 
     worker = WorkerRow.objects.create(name="test")
-    token, (run,) = state.claim("default", worker.pk, None, registry.ids())
+    token, (run,) = leases.claim("default", worker.pk, None, registry.ids())
     from durable_flows.engine.executor import Execution
 
     Execution(run, token, registry.get("fan-out"), "default").execute()
@@ -288,7 +288,7 @@ def test_a_run_waiting_for_its_parallel_steps_holds_no_worker_and_can_be_cancell
 
 
 def test_expired_flow_state_is_pruned_and_live_state_kept():
-    from durable_flows.engine.flow_control import prune
+    from durable_flows.engine.admission import prune
     from durable_flows.models import FlowKey
 
     send("test/idempotent", order_id=1)

@@ -78,7 +78,7 @@ def test_a_cancelled_child_fails_the_invoke_step():
 
 
 def test_invoking_an_unknown_function_fails_clearly():
-    from durable_flows.registry import registry
+    from durable_flows.definitions.functions import registry
 
     fn = registry.get("parent")
     original = fn.fn

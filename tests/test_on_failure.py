@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 import durable_flows as df
+from durable_flows.definitions.functions import registry
 from durable_flows.exceptions import ConfigurationError
 from durable_flows.models import Run
-from durable_flows.registry import registry
 from durable_flows.testing import run_until_idle
 from tests.models import Effect
 

@@ -21,10 +21,10 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
 from .. import __version__, control, ingest, permissions
+from ..definitions.functions import registry
 from ..exceptions import EventValidationError, RunNotFound
 from ..middleware import url_problem
 from ..models import Event, Run, RunStatus, Step
-from ..registry import registry
 from . import serializers as s
 from .auth import AUTHENTICATION_CLASSES, EventKeyOrUser, user_permissions
 

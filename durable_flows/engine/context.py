@@ -5,18 +5,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..events import Event
-
-if TYPE_CHECKING:
-    from .executor import Execution
+from ..definitions.payloads import Event
+from ..models import Event as EventRow
+from . import waiting
+from .parallel import run_group
+from .signals import Runner
 
 _base_logger = logging.getLogger("durable_flows.run")
 
 
 class _NotReplaying(logging.Filter):
-    def __init__(self, execution: Execution) -> None:
+    def __init__(self, execution: Runner) -> None:
         super().__init__()
         self._execution = execution
 
@@ -24,7 +25,7 @@ class _NotReplaying(logging.Filter):
         return not self._execution.replaying
 
 
-def _run_logger(execution: Execution) -> logging.Logger:
+def _run_logger(execution: Runner) -> logging.Logger:
     # A fresh, unregistered Logger per run: it is collected with the run, and
     # its filter drops lines that a replay would otherwise log a second time.
     logger = logging.Logger(f"durable_flows.run.{execution.run.function_id}")
@@ -36,7 +37,7 @@ def _run_logger(execution: Execution) -> logging.Logger:
 class Steps:
     """``ctx.step``: every call is a checkpoint, executed once and then memoized."""
 
-    def __init__(self, execution: Execution) -> None:
+    def __init__(self, execution: Runner) -> None:
         self._execution = execution
 
     def run(self, step_id: str, fn: Callable[..., Any], *args: Any, atomic: bool = True) -> Any:
@@ -55,15 +56,11 @@ class Steps:
         Durable: the run holds no worker while it sleeps, and wakes when due even
         if every worker was restarted meanwhile.
         """
-        from . import waiting
-
         until, delta = waiting.sleep_args(duration=duration)
         waiting.sleep(self._execution, step_id, until, delta)
 
     def sleep_until(self, step_id: str, when: datetime) -> None:
         """Pause the run until ``when`` (a timezone-aware ``datetime``)."""
-        from . import waiting
-
         until, delta = waiting.sleep_args(when=when)
         waiting.sleep(self._execution, step_id, until, delta)
 
@@ -82,16 +79,12 @@ class Steps:
         event's; ``if_exp``: a CEL condition over ``event`` (this run's event) and
         ``async`` (the candidate).
         """
-        from . import waiting
-
         return waiting.wait_for_event(
             self._execution, step_id, event=event, timeout=timeout, match=match, if_exp=if_exp
         )
 
     def send_event(self, step_id: str, events: Any) -> list[str]:
         """Send one event or a list, once (the ids are memoized); returns the event ids."""
-        from . import waiting
-
         return waiting.send_event(self._execution, step_id, events)
 
     def invoke(
@@ -104,8 +97,6 @@ class Steps:
     ) -> Any:
         """Start ``function`` (a durable function or its id) with ``data`` as its event's data,
         and return its result; a failed or timed-out child raises ``df.StepError``."""
-        from . import waiting
-
         return waiting.invoke(
             self._execution, step_id, function=function, data=data, timeout=timeout
         )
@@ -114,7 +105,7 @@ class Steps:
 class Group:
     """``ctx.group``: steps that may execute at the same time."""
 
-    def __init__(self, execution: Execution) -> None:
+    def __init__(self, execution: Runner) -> None:
         self._execution = execution
 
     def parallel(self, callables: Any) -> tuple[Any, ...]:
@@ -123,13 +114,14 @@ class Group:
         New steps among them are executed side by side by any free workers, each
         retried on its own; the run holds no worker while it waits for them.
         """
-        return self._execution.parallel(callables)
+        self._execution.leave_group()
+        return run_group(self._execution, callables)
 
 
 class Context:
     """The argument of every durable function."""
 
-    def __init__(self, execution: Execution, event: Event | None, events: list[Event]) -> None:
+    def __init__(self, execution: Runner, event: Event | None, events: list[Event]) -> None:
         run = execution.run
         self.event = event
         self.events = events
@@ -145,3 +137,8 @@ class Context:
 
     def __repr__(self) -> str:
         return f"<Context {self.function_id} run={self.run_id}>"
+
+    def _stored_event(self, event_id: str) -> Event | None:
+        """The stored event ``event_id``, or None: on_failure handlers load the failed run's."""
+        row = EventRow.objects.filter(pk=event_id).first()
+        return Event.from_model(row) if row is not None else None

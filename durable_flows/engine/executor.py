@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
-from django.db import connections, transaction
+from django.db import transaction
 
-from .. import clock
+from .. import clock, storage
 from ..conf import flow_settings
-from ..events import Event
+from ..definitions.functions import Function
+from ..definitions.payloads import Event
 from ..exceptions import (
     Interrupt,
     LeaseLost,
@@ -32,27 +33,13 @@ from ..exceptions import (
 )
 from ..faults import fault_point
 from ..models import Run, RunStatus, Step, StepKind, StepStatus
-from ..registry import Function
-from . import flow_control, retry, sql, state, timeouts
+from . import admission, checkpoints, leases, outcomes, retry, timeouts
 from .context import Context
 from .group_commit import CommitGroup
+from .parallel import plan_step
+from .signals import DONE, Crashed, Released, Suspended
 
 log = logging.getLogger("durable_flows.worker")
-
-
-DONE = (StepStatus.COMPLETED, StepStatus.FAILED)
-
-
-class Suspended(Interrupt):
-    """The run's next state is already committed (a retry is scheduled)."""
-
-
-class _Crashed(Interrupt):
-    """The workers executing the run died more often than its retries allow."""
-
-
-class Released(Interrupt):
-    """The worker is stopping; hand the run back before starting another step."""
 
 
 class Execution:
@@ -87,18 +74,19 @@ class Execution:
         )
         # Code before the last recorded step has run before: it is being replayed.
         self._pending_memos = set(self.memos)
-        self._seen: dict[str, int] = {}
-        self._position = 0
-        self._in_step = False
+        self.seen: dict[str, int] = {}
+        self.position = 0
+        self.in_step = False
         self.cancel_requested = run.cancel_requested
         # How often the workers executing the run died (each a failed attempt).
-        self._crashes = state.crashes(run)
+        self._crashes = leases.crashes(run)
         # Steps reached inside ``ctx.group.parallel`` while planning (engine/parallel.py).
-        self._planning: list[Any] | None = None
+        self.planning: list[Any] | None = None
+        self.targeted = False  # a parallel step task's replay, to one target step
         event = Event.from_model(run.event) if run.event_id and run.event else None
         events = [event] if event else []
         if function.batch_events:
-            events = [Event.from_model(e) for e in flow_control.batch_events(run, using)] or events
+            events = [Event.from_model(e) for e in admission.batch_events(run, using)] or events
         self.ctx = Context(self, event, events)
 
     @property
@@ -113,24 +101,24 @@ class Execution:
             if self._crashes:
                 # A run whose worker died executes alone (not in a group commit), and
                 # fails once its workers died more often than its retries allow.
-                self._leave_group()
+                self.leave_group()
                 if self._crashes > self.function.retries:
-                    raise _Crashed()
+                    raise Crashed()
             try:
-                self._boundary()
+                self.boundary()
                 value = self.function.fn(self.ctx)
-                output = state.encode_output(value, what="function result")
+                output = checkpoints.encode_output(value, what="function result")
             except BaseException:
-                self._leave_group()
+                self.leave_group()
                 raise
             if self._completes_in_group():
                 assert self.group is not None
                 self.group.add_completed(run, output)
                 return
-            self._leave_group()
+            self.leave_group()
             if self.cancel_requested:
                 raise RunCancelled()
-            state.finish(
+            outcomes.finish(
                 run,
                 self.token,
                 using,
@@ -139,15 +127,15 @@ class Execution:
                 close_waits=self._may_have_waits(),
             )
         except RunCancelled as exc:
-            error = exc.error or state.cancel_reason(run, using)
-            state.finish(run, self.token, using, RunStatus.CANCELLED, error=error)
+            error = exc.error or outcomes.cancel_reason(run, using)
+            outcomes.finish(run, self.token, using, RunStatus.CANCELLED, error=error)
         except Released:
-            state.release(run, self.token, using, clock.now())
+            leases.release(run, self.token, using, clock.now())
         except LeaseLost as exc:
-            state.lease_lost(run, self.token, using, exc)
+            leases.lease_lost(run, self.token, using, exc)
         except Suspended:
             pass
-        except _Crashed:
+        except Crashed:
             self._fail_crashed()
         except (StepError, NonRetriableError, NonDeterminismError) as exc:
             self._fail(exc)
@@ -164,7 +152,7 @@ class Execution:
                 self.group = None
             self.cancel_requested = group.commit(leaving=self.run) or self.cancel_requested
 
-    def _leave_group(self) -> None:
+    def leave_group(self) -> None:
         self._commit_group(leave=True)
 
     def _completes_in_group(self) -> bool:
@@ -184,23 +172,11 @@ class Execution:
         )
 
     def _fail_crashed(self) -> None:
-        error = {
-            "type": state.WORKER_CRASHED,
-            "message": f"the workers executing the run died {self._crashes} times "
-            f"(its process was killed or crashed), more than its {self.function.retries} "
-            "retries allow",
-        }
-        log.info("run %s of %s failed: %s", self.run.pk, self.function.id, error["message"])
-        state.finish(
-            self.run, self.token, self.using, RunStatus.FAILED, error=error, crashed=self._crashes
-        )
+        error = leases.crashed_error(self._crashes, self.function.retries)
+        outcomes.fail(self.run, self.token, self.using, error, crashed=self._crashes)
 
     def _fail(self, exc: BaseException) -> None:
-        error = retry.error_dict(exc)
-        message = error["message"]  # a log line stays short, whatever the error says
-        message = message if len(message) <= 500 else message[:500] + "…"
-        log.info("run %s of %s failed: %s", self.run.pk, self.function.id, message)
-        state.finish(self.run, self.token, self.using, RunStatus.FAILED, error=error)
+        outcomes.fail(self.run, self.token, self.using, retry.error_dict(exc))
 
     def _function_error(self, exc: BaseException) -> None:
         """Code outside steps raised: retry the function per ``retries``, then fail."""
@@ -209,7 +185,7 @@ class Execution:
         if when is None:
             self._fail(exc)
             return
-        state.release(
+        leases.release(
             self.run,
             self.token,
             self.using,
@@ -220,7 +196,7 @@ class Execution:
 
     # --- steps ----------------------------------------------------------------
 
-    def _boundary(self) -> None:
+    def boundary(self) -> None:
         """Between steps: honour a cancel request or a timeout, or a worker that is stopping."""
         if self.cancel_requested:
             raise RunCancelled()
@@ -233,18 +209,18 @@ class Execution:
         if self.stopping.is_set():
             raise Released()
 
-    def _reach(self, step_id: str, kind: StepKind) -> tuple[str, int, Step | None]:
+    def reach(self, step_id: str, kind: StepKind) -> tuple[str, int, Step | None]:
         """Name the step reached (``id``, ``id:1``...), find its record, check determinism."""
-        if self._in_step:
+        if self.in_step:
             raise NestedStepError(f"step {step_id!r} was called inside another step's function")
         if not isinstance(step_id, str) or not step_id:
             raise ValueError(f"a step id must be a non-empty string, got {step_id!r}")
-        count = self._seen.get(step_id, 0)
-        self._seen[step_id] = count + 1
+        count = self.seen.get(step_id, 0)
+        self.seen[step_id] = count + 1
         name = f"{step_id}:{count}" if count else step_id
-        position = self._position
-        self._position += 1
-        if self._position > flow_settings.MAX_STEPS_PER_RUN:
+        position = self.position
+        self.position += 1
+        if self.position > flow_settings.MAX_STEPS_PER_RUN:
             raise TooManyStepsError(
                 f"run reached MAX_STEPS_PER_RUN ({flow_settings.MAX_STEPS_PER_RUN}) steps"
             )
@@ -257,7 +233,7 @@ class Execution:
         self._pending_memos.discard(name)
         if self.group is not None:
             if kind != StepKind.RUN and not (memo and memo.status in DONE):
-                self._leave_group()
+                self.leave_group()
             elif self.group.must_commit_before(self.run):
                 self._commit_group(leave=False)
         self._intercept(name, position, memo, kind)
@@ -265,11 +241,11 @@ class Execution:
 
     @contextmanager
     def _inside_step(self):
-        self._in_step = True
+        self.in_step = True
         try:
             yield
         finally:
-            self._in_step = False
+            self.in_step = False
 
     def run_step(
         self,
@@ -280,12 +256,12 @@ class Execution:
         atomic: bool,
         kind: StepKind = StepKind.RUN,
     ) -> Any:
-        name, position, memo = self._reach(step_id, kind)
+        name, position, memo = self.reach(step_id, kind)
         if memo is not None and memo.status == StepStatus.COMPLETED:
             return memo.output
         if memo is not None and memo.status == StepStatus.FAILED:
-            raise self._step_error(name, memo.error or {})
-        self._boundary()
+            raise self.step_error(name, memo.error or {})
+        self.boundary()
         attempt = memo.attempts if memo else 0
         self.ctx.attempt = attempt
         started_at = memo.started_at if memo and memo.started_at else clock.now()
@@ -302,30 +278,32 @@ class Execution:
             # Crashes alone take a step past its retries unfailed (a parallel step task
             # whose worker died: rescue_orphan_tasks counts it).
             crashed = WorkerCrashed(f"the workers executing step {name!r} died {attempt} times")
-            return self._step_failed(crashed, memo, checkpoint)
+            return self._step_failed(crashed, memo, {**checkpoint, "attempts": attempt})
         # A retried step (it has a record) updates its record: not in the group, whose
         # statement only inserts new checkpoints.
         if self.group is not None and (
-            not atomic or self._planning is not None or memo is not None or attempt
+            not atomic or self.planning is not None or memo is not None or attempt
         ):
-            self._leave_group()
+            self.leave_group()
         if self.group is not None:
             return self._grouped_step(fn, args, checkpoint)
-        # A new step's checkpoint on PostgreSQL: fence and insert in one statement.
-        fast = memo is None and self.one_statement_checkpoints and sql.is_postgres(self.using)
+        # A new step's checkpoint: fence and insert in one statement, where the storage can.
+        store = storage.of(self.using)
+        fast = memo is None and self.one_statement_checkpoints and store.one_statement_checkpoints
         try:
             if atomic:
-                with self._step_transaction() as fenced, self._inside_step():
-                    output = state.encode_output(fn(*args))
+                transaction_ = storage.of(self.using).step_transaction(self.fence)
+                with transaction_ as fenced, self._inside_step():
+                    output = checkpoints.encode_output(fn(*args))
                     fault_point("after_effect")
                     cancel = False if fast else fenced()
                     cancel, step = self._record(memo, fast, cancel, output=output, **checkpoint)
             else:
                 with self._inside_step():
-                    output = state.encode_output(fn(*args))
+                    output = checkpoints.encode_output(fn(*args))
                 fault_point("after_effect")
                 with nullcontext() if fast else transaction.atomic(using=self.using):
-                    cancel = False if fast else self._fence()
+                    cancel = False if fast else self.fence()
                     cancel, step = self._record(memo, fast, cancel, output=output, **checkpoint)
             fault_point("after_checkpoint")
         except Interrupt:
@@ -338,49 +316,6 @@ class Execution:
         self.memos[name] = step
         return output
 
-    @contextmanager
-    def _step_transaction(self) -> Iterator[Callable[[], bool]]:
-        """An atomic step's transaction. It locks the run only at its end (the fence),
-        so a cancel, or a look at the run, never waits on a step being executed.
-
-        SQLite: the transaction begins deferred and takes the write lock at the step's
-        first statement (fencing then) or at its checkpoint, so a step that computes or
-        calls out for a long time blocks no other writer meanwhile.
-
-        Yields ``fenced()``: fence now unless done already; whether a cancel was requested.
-        """
-        fenced: list[bool] = []
-        fencing = False
-
-        def fence() -> bool:
-            nonlocal fencing
-            if not fenced and not fencing:
-                fencing = True
-                try:
-                    fenced.append(self._fence())
-                finally:
-                    fencing = False
-            return fenced[0] if fenced else False
-
-        if sql.is_postgres(self.using):
-            with transaction.atomic(using=self.using):
-                yield fence
-            return
-
-        def fence_first(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
-            fence()
-            return execute(sql, params, many, context)
-
-        connection: Any = connections[self.using]
-        connection.ensure_connection()  # connecting would set the mode again
-        mode = connection.transaction_mode
-        connection.transaction_mode = None  # BEGIN DEFERRED: no lock until a write
-        try:
-            with transaction.atomic(using=self.using), connection.execute_wrapper(fence_first):
-                yield fence
-        finally:
-            connection.transaction_mode = mode
-
     def _grouped_step(
         self, fn: Callable[..., Any], args: tuple[Any, ...], checkpoint: dict[str, Any]
     ) -> Any:
@@ -389,11 +324,11 @@ class Execution:
         assert self.group is not None
         try:
             with self.group.step(self.run), self._inside_step():
-                output = state.encode_output(fn(*args))
+                output = checkpoints.encode_output(fn(*args))
         except Interrupt:
             raise
         except BaseException as exc:  # user code: any exception, SystemExit included
-            self._leave_group()
+            self.leave_group()
             return self._step_failed(exc, None, checkpoint)
         fault_point("after_effect")
         step = Step(run=self.run, output=output, ended_at=clock.now(), **checkpoint)
@@ -401,41 +336,33 @@ class Execution:
         self.memos[step.name] = step
         return output
 
-    # --- hooks that parallel step tasks (engine/parallel.py) override -----------
+    # --- hooks that parallel step tasks (engine/step_tasks.py) override --------
 
     def _intercept(self, name: str, position: int, memo: Step | None, kind: StepKind) -> None:
         """Before a step executes: inside a parallel group, plan it instead."""
-        if self._planning is not None and (
+        if self.planning is not None and (
             memo is None or memo.status not in (StepStatus.COMPLETED, StepStatus.FAILED)
         ):
-            from .parallel import plan_step
-
             plan_step(self, name, position, memo, kind)
 
-    def _fence(self) -> bool:
-        return state.fence(self.run, self.token, self.using)
+    def fence(self) -> bool:
+        return leases.fence(self.run, self.token, self.using)
 
     def _record(
         self, memo: Step | None, fast: bool, cancel: bool, **fields: Any
     ) -> tuple[bool, Step]:
         """Write a step's checkpoint; ``fast``: fencing too, in the same statement."""
         if fast:
-            return state.checkpoint(
+            return checkpoints.checkpoint(
                 self.run, self.token, self.using, ended_at=clock.now(), **fields
             )
         return cancel, self._save(memo, **fields)
 
     def _retry_later(self, when: Any) -> None:
-        state.release(self.run, self.token, self.using, when)
-
-    def parallel(self, callables: Any) -> tuple[Any, ...]:
-        from .parallel import run_group
-
-        self._leave_group()
-        return run_group(self, callables)
+        leases.release(self.run, self.token, self.using, when)
 
     def _save(self, memo: Step | None, **fields: Any) -> Step:
-        return state.save_step(self.using, self.run, memo, ended_at=clock.now(), **fields)
+        return checkpoints.save_step(self.using, self.run, memo, ended_at=clock.now(), **fields)
 
     def _step_failed(
         self, exc: BaseException, memo: Step | None, checkpoint: dict[str, Any]
@@ -446,32 +373,21 @@ class Execution:
         fields = {**checkpoint, "error": error, "output": None}
         with transaction.atomic(using=self.using):
             if when is None:
-                self._fence()
+                self.fence()
                 step = self._save(memo, **{**fields, "status": StepStatus.FAILED})
             else:
                 # The failed attempt and the run's release commit together.
                 self._retry_later(when)
-                step = state.save_step(
-                    self.using,
-                    self.run,
-                    memo,
-                    ended_at=None,
-                    **{**fields, "status": StepStatus.RUNNING},
-                )
+                running = {**fields, "status": StepStatus.RUNNING, "ended_at": None}
+                step = checkpoints.save_step(self.using, self.run, memo, **running)
         if when is not None:
-            log.info(
-                "run %s step %s failed (attempt %d), retrying at %s: %s",
-                self.run.pk,
-                step.name,
-                failures,
-                when.isoformat(),
-                error["message"],
-            )
+            message = f"failed (attempt {failures}), retrying at {when.isoformat()}"
+            log.info("run %s step %s %s: %s", self.run.pk, step.name, message, error["message"])
             raise Suspended()
         self.memos[step.name] = step
-        raise self._step_error(step.name, error)
+        raise self.step_error(step.name, error)
 
     @staticmethod
-    def _step_error(name: str, error: dict[str, Any]) -> StepError:
+    def step_error(name: str, error: dict[str, Any]) -> StepError:
         message = f"step {name!r} failed: {error.get('type', 'Error')}: {error.get('message', '')}"
         return StepError(message, step_id=name, error=error)

@@ -46,17 +46,16 @@ from typing import Any
 
 from django.db import DatabaseError, connections, transaction
 
-from .. import clock
-from ..events import events_stored
+from .. import clock, storage
+from ..definitions.functions import Function, registry
 from ..exceptions import LeaseLost
 from ..faults import fault_point
 from ..models import Run, RunStatus, Step
-from ..registry import Function, registry
-from . import state
+from ..storage.base import GroupWrite
+from . import outcomes
 
 log = logging.getLogger("durable_flows.worker")
 
-_SAVEPOINT = "df_group_step"
 MAX_PENDING_SECONDS = 0.05
 # A step running this long is slow: the watchdog commits what waits behind it.
 STALLED_SECONDS = 0.2
@@ -127,7 +126,7 @@ class CommitGroup:
                 made = True
                 with self._lock:
                     self._dirty = run.pk
-                _raw(connection, f"SAVEPOINT {_SAVEPOINT}")
+                storage.of(self.using).savepoint()
             return execute(sql, params, many, context)
 
         try:
@@ -135,8 +134,7 @@ class CommitGroup:
                 yield
         except BaseException:
             if made:
-                _raw(connection, f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
-                _raw(connection, f"RELEASE SAVEPOINT {_SAVEPOINT}")
+                storage.of(self.using).rollback_savepoint()
                 transaction.set_rollback(False, using=self.using)
                 with self._lock:
                     self._dirty = None
@@ -145,7 +143,7 @@ class CommitGroup:
             with self._lock:
                 self._stepping_since = None
         if made:
-            _raw(connection, f"RELEASE SAVEPOINT {_SAVEPOINT}")
+            storage.of(self.using).release_savepoint()
 
     def add_step(self, step: Step) -> None:
         with self._lock:
@@ -222,7 +220,7 @@ class CommitGroup:
 
     def _write_all(
         self, atomic: Any, steps: list[Step], completed: list[tuple[Run, Any]]
-    ) -> state.GroupWrite:
+    ) -> GroupWrite:
         """One statement (and its commit). When the transaction has not begun on the
         server (the steps wrote nothing) and the lifecycle events start no runs, it is
         its own transaction."""
@@ -232,21 +230,21 @@ class CommitGroup:
             atomic.__exit__(None, None, None)  # nothing to commit: no round trip
             return self._checkpoint(going_on[0], steps[0])
         now = clock.now()
-        rows = state.lifecycle_rows(completed, now)
+        rows = outcomes.lifecycle_rows(completed, now)
         starts_runs = any(registry.matching(row.as_dict()) for row in rows)
-        args = (going_on, completed, steps, rows, self.token, self.using, now)
+        args = (going_on, completed, steps, rows, self.token, now)
         if self._nothing_sent() and not starts_runs:
             atomic.__exit__(None, None, None)  # nothing to commit: no round trip
-            written = state.write_group(*args, guarded=True)
+            written = storage.of(self.using).write_group(*args, guarded=True)
             if written.written:
                 return written
             # Waits on lifecycle events may exist: resolve them in the same transaction.
             atomic = transaction.atomic(using=self.using)
             atomic.__enter__()
         try:
-            written = state.write_group(*args, guarded=False)
+            written = storage.of(self.using).write_group(*args, guarded=False)
             if written.watched or starts_runs:
-                events_stored(
+                outcomes.events_stored(
                     [r for r in rows if r.data["run_id"] in written.done], self.using, now
                 )
         except BaseException as exc:
@@ -286,7 +284,7 @@ class CommitGroup:
         self.on_failure(run, self.token)
 
     def _settle(
-        self, written: state.GroupWrite, steps: list[Step], completed: list[tuple[Run, Any]]
+        self, written: GroupWrite, steps: list[Step], completed: list[tuple[Run, Any]]
     ) -> None:
         """After a commit: count completions, cancel the completed runs asked to cancel,
         and note what the runs going on may do."""
@@ -294,12 +292,12 @@ class CommitGroup:
         self.completed += len(written.done)
         for run, _ in completed:
             if run.pk in written.cancel:
-                state.finish(
+                outcomes.finish(
                     run,
                     self.token,
                     self.using,
                     RunStatus.CANCELLED,
-                    error=state.cancel_reason(run, self.using),
+                    error=outcomes.cancel_reason(run, self.using),
                 )
             elif run.pk not in written.done:
                 log.warning("run %s completed here had been taken over", run.pk)
@@ -312,21 +310,18 @@ class CommitGroup:
             elif step.run_id in written.cancel:
                 self._outcomes[step.run_id] = "cancel"
 
-    def _checkpoint(self, run: Run, step: Step) -> state.GroupWrite:
+    def _checkpoint(self, run: Run, step: Step) -> GroupWrite:
         """One run's one step, and no statement sent yet (the step wrote nothing): fence and
         checkpoint are one statement, its own transaction."""
         try:
-            cancel = state.checkpoint_step(step, self.token, self.using)
+            cancel = storage.of(self.using).checkpoint(step, self.token)
         except LeaseLost:
-            return state.GroupWrite(True, False, set(), set(), set())
-        return state.GroupWrite(True, False, set(), {run.pk}, {run.pk} if cancel else set())
+            return GroupWrite(True, False, set(), set(), set())
+        return GroupWrite(True, False, set(), {run.pk}, {run.pk} if cancel else set())
 
     def _nothing_sent(self) -> bool:
         """Has the transaction not begun on the server yet?"""
-        from psycopg.pq import TransactionStatus
-
-        raw = connections[self.using].connection
-        return raw is not None and raw.info.transaction_status == TransactionStatus.IDLE
+        return storage.of(self.using).nothing_sent()
 
     def abort(self, exc: BaseException) -> None:
         """Roll back what is pending (an unexpected error) and hand its runs back."""
@@ -342,8 +337,3 @@ class CommitGroup:
             pass  # the connection is gone: the database rolled back by itself
         for run in pending.values():
             self.on_failure(run, self.token)
-
-
-def _raw(connection: Any, sql: str) -> None:
-    """A statement on the driver's connection, beside Django's cursors (and their wrappers)."""
-    connection.connection.execute(sql)

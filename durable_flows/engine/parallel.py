@@ -8,15 +8,10 @@ records each as a step (``running``, 0 attempts) with a ``StepTask``, and
 parks the run in ``waiting`` with no ``available_at``: it holds no worker and
 no concurrency slot. (A single new step simply executes inline.)
 
-Step tasks: any worker thread claims a task like a run (concurrency keys
-included) and executes it as a ``TaskExecution``: the function is replayed
-from its checkpoints with only the task's step ``targeted``; other new steps
-raise ``Skip``, and once the target has been checkpointed ``TargetDone`` ends
-the pass. A failing target retries on its own (the task is requeued at the
-retry time, the run stays parked). The task that finishes last puts the run
-back in the queue; the run replays, the group finds every result recorded and
-returns them in order (or raises the first ``StepError``). A callable making
-several steps in a row plans its next step on that replay.
+The step tasks are executed by ``step_tasks``. When the task that finishes
+last puts the run back in the queue, the run replays, the group finds every
+result recorded and returns them in order (or raises the first ``StepError``).
+A callable making several steps in a row plans its next step on that replay.
 """
 
 from __future__ import annotations
@@ -24,23 +19,19 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.db import connections, transaction
-from django.db.models import F
+from django.db import transaction
 
 from .. import clock, notify
 from ..exceptions import (
     Interrupt,
-    LeaseLost,
     NestedStepError,
     NonRetriableError,
     RunCancelled,
     StepError,
 )
-from ..flow_models import StepTaskStatus
-from ..models import Run, RunStatus, Step, StepKind, StepStatus, StepTask, new_id
-from ..registry import Function
-from . import flow_control, state
-from .executor import DONE, Execution, Released, Suspended
+from ..models import Step, StepKind, StepStatus, StepTask
+from . import checkpoints, leases
+from .signals import Runner, Suspended
 
 log = logging.getLogger("durable_flows.worker")
 
@@ -62,7 +53,7 @@ class TargetDone(Interrupt):
 
 
 def plan_step(
-    execution: Execution, name: str, position: int, memo: Step | None, kind: StepKind
+    execution: Runner, name: str, position: int, memo: Step | None, kind: StepKind
 ) -> None:
     if kind != StepKind.RUN:
         raise NonRetriableError(
@@ -70,27 +61,27 @@ def plan_step(
             f"not {kind.value!r}"
         )
     planned = Planned(name, position, memo)
-    assert execution._planning is not None
-    execution._planning.append(planned)
+    assert execution.planning is not None
+    execution.planning.append(planned)
     raise planned
 
 
-def run_group(execution: Execution, callables: Any) -> tuple[Any, ...]:
+def run_group(execution: Runner, callables: Any) -> tuple[Any, ...]:
     callables = tuple(callables)
     for fn in callables:
         if not callable(fn):
             raise TypeError(f"ctx.group.parallel takes callables (e.g. lambdas), got {fn!r}")
-    if execution._in_step:
+    if execution.in_step:
         raise NestedStepError("ctx.group.parallel was called inside a step's function")
-    if execution._planning is not None:
+    if execution.planning is not None:
         raise NestedStepError("ctx.group.parallel cannot be nested in another group")
-    if isinstance(execution, TaskExecution):
+    if execution.targeted:
         return _targeted(callables)
-    seen, position = dict(execution._seen), execution._position
+    seen, position = dict(execution.seen), execution.position
     planned: list[Planned] = []
     results: list[Any] = []
     errors: list[StepError] = []
-    execution._planning = planned
+    execution.planning = planned
     try:
         for fn in callables:
             try:
@@ -101,10 +92,10 @@ def run_group(execution: Execution, callables: Any) -> tuple[Any, ...]:
                 errors.append(exc)
                 results.append(None)
     finally:
-        execution._planning = None
+        execution.planning = None
     if len(planned) == 1 and not errors:
         # Nothing to execute beside it: execute it here, as a sequential step.
-        execution._seen, execution._position = seen, position
+        execution.seen, execution.position = seen, position
         return tuple(fn() for fn in callables)
     if planned:
         _park(execution, planned)
@@ -133,16 +124,16 @@ def _targeted(callables: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(results)
 
 
-def _park(execution: Execution, planned: list[Planned]) -> None:
+def _park(execution: Runner, planned: list[Planned]) -> None:
     """Record the planned steps and their tasks, and park the run; raises ``Suspended``."""
     run, using = execution.run, execution.using
     now = clock.now()
     with transaction.atomic(using=using):
-        if execution._fence():
+        if execution.fence():
             raise RunCancelled()
         for item in planned:
             if item.memo is None:
-                state.save_step(
+                checkpoints.save_step(
                     using,
                     run,
                     None,
@@ -171,183 +162,9 @@ def _park(execution: Execution, planned: list[Planned]) -> None:
             ignore_conflicts=True,
         )
         # Parked: no wake time; the last step task to finish requeues the run.
-        state.suspend(run, execution.token, using, None)
+        leases.suspend(run, execution.token, using, None)
         notify.work_available(using)
     raise Suspended()
 
 
 # --- step tasks -------------------------------------------------------------------
-
-
-def claim_task(
-    using: str, worker_id: str, queues: list[str] | None, function_ids: list[str]
-) -> tuple[StepTask, str] | None:
-    """Lease one due step task, or None (one cheap read when there is none)."""
-    now = clock.now()
-    due = StepTask.objects.using(using).filter(
-        status=StepTaskStatus.QUEUED, available_at__lte=now, function_id__in=function_ids
-    )
-    if queues:
-        due = due.filter(queue__in=queues)
-    if not due.exists():
-        return None
-    due = due.order_by("available_at", "id")
-    token = new_id()
-    with transaction.atomic(using=using):
-        if flow_control.limits_claims(function_ids):
-            ids = flow_control.pick(using, due, 1)
-        elif connections[using].vendor == "postgresql":
-            ids = list(due.select_for_update(skip_locked=True).values_list("id", flat=True)[:1])
-        else:
-            ids = list(due.values_list("id", flat=True)[:1])
-        if not ids:
-            return None
-        StepTask.objects.using(using).filter(id__in=ids).update(
-            status=StepTaskStatus.RUNNING, lease_owner=worker_id, lease_token=token
-        )
-    task = StepTask.objects.using(using).select_related("run", "run__event").get(pk=ids[0])
-    return task, token
-
-
-def tasks_due(using: str, function_ids: list[str], queues: list[str] | None, when: Any) -> bool:
-    due = StepTask.objects.using(using).filter(
-        status=StepTaskStatus.QUEUED, available_at__lte=when, function_id__in=function_ids
-    )
-    if queues:
-        due = due.filter(queue__in=queues)
-    return due.exists()
-
-
-def rescue_orphan_tasks(using: str, live_worker_ids: Any) -> int:
-    """Requeue step tasks held by workers that stopped heartbeating. The worker died
-    while it executed the task's step: a failed attempt of that step, so a step that
-    kills its process fails after its retries."""
-    with transaction.atomic(using=using):
-        orphans = list(
-            StepTask.objects.using(using)
-            .select_for_update()
-            .filter(status=StepTaskStatus.RUNNING)
-            .exclude(lease_owner__in=live_worker_ids)
-            .values_list("pk", "run_id", "step_name")
-        )
-        for _, run_id, step_name in orphans:
-            Step.objects.using(using).filter(
-                run_id=run_id, name=step_name, status=StepStatus.RUNNING
-            ).update(attempts=F("attempts") + 1)
-        return (
-            StepTask.objects.using(using)
-            .filter(pk__in=[pk for pk, _, _ in orphans], status=StepTaskStatus.RUNNING)
-            .update(status=StepTaskStatus.QUEUED, lease_owner=None, lease_token=None)
-        )
-
-
-def release_task(task: StepTask, token: str, using: str) -> None:
-    """Give a step task back after an engine error (not a step failure)."""
-    StepTask.objects.using(using).filter(
-        pk=task.pk, lease_token=token, status=StepTaskStatus.RUNNING
-    ).update(status=StepTaskStatus.QUEUED, lease_owner=None, lease_token=None)
-
-
-class TaskExecution(Execution):
-    """Replay a parked run's function to execute exactly one planned step."""
-
-    one_statement_checkpoints = False
-
-    def __init__(
-        self, task: StepTask, token: str, function: Function, using: str, stopping: Any = None
-    ) -> None:
-        super().__init__(task.run, token, function, using, stopping)
-        self.task = task
-        self.target = task.step_name
-        self.reached = False
-        self._crashes = 0  # a task's crashes are its own (rescue_orphan_tasks)
-
-    def execute(self) -> None:
-        try:
-            if self.run.status != RunStatus.WAITING:
-                raise RunCancelled()  # cancelled (or finished) while its steps were queued
-            self._boundary()
-            self.function.fn(self.ctx)
-        except (TargetDone, Skip, RunCancelled):
-            pass
-        except Released:
-            self._requeue(clock.now())
-            return
-        except (Suspended, LeaseLost):
-            return
-        except Interrupt:
-            raise
-        except BaseException as exc:
-            # Code outside the target failed on replay: the run itself will meet it.
-            log.info("run %s: step task %s ended early: %r", self.run.pk, self.target, exc)
-        self._finish()
-
-    def _intercept(self, name: str, position: int, memo: Step | None, kind: StepKind) -> None:
-        if name == self.target:
-            self.reached = True
-            if memo is not None and memo.status in DONE:
-                raise TargetDone()
-        elif memo is None or memo.status not in DONE:
-            raise Skip()
-
-    def run_step(
-        self,
-        step_id: str,
-        fn: Any,
-        args: tuple[Any, ...],
-        *,
-        atomic: bool,
-        kind: StepKind = StepKind.RUN,
-    ) -> Any:
-        try:
-            output = super().run_step(step_id, fn, args, atomic=atomic, kind=kind)
-        except StepError:
-            if self.reached:
-                raise TargetDone()
-            raise
-        if self.reached:
-            raise TargetDone()
-        return output
-
-    def _held(self):
-        return StepTask.objects.using(self.using).filter(
-            pk=self.task.pk, lease_token=self.token, status=StepTaskStatus.RUNNING
-        )
-
-    def _fence(self) -> bool:
-        if self._held().update(lease_token=self.token) != 1:
-            raise LeaseLost(f"step task {self.task.pk} is no longer leased to this worker")
-        run = Run.objects.using(self.using).filter(pk=self.run.pk)
-        if not run.filter(status=RunStatus.WAITING, cancel_requested=False).exists():
-            raise RunCancelled()
-        return False
-
-    def _retry_later(self, when: Any) -> None:
-        self._requeue(when)
-
-    def _requeue(self, when: Any) -> None:
-        moved = self._held().update(
-            status=StepTaskStatus.QUEUED, available_at=when, lease_owner=None, lease_token=None
-        )
-        if moved != 1:
-            raise LeaseLost(f"step task {self.task.pk} is no longer leased to this worker")
-        if when <= clock.now():
-            notify.work_available(self.using)
-
-    def _finish(self) -> None:
-        """Drop the task; the last one of the run puts the run back in the queue."""
-        using, now = self.using, clock.now()
-        with transaction.atomic(using=using):
-            if not self._held().delete()[0]:
-                return
-            # Lock the run, then look: of two tasks ending at once, the second
-            # to lock sees the first one's deletion.
-            runs = Run.objects.using(using).filter(pk=self.run.pk)
-            list(runs.select_for_update().values_list("id", flat=True))
-            if StepTask.objects.using(using).filter(run_id=self.run.pk).exists():
-                return
-            woken = runs.filter(status=RunStatus.WAITING, available_at__isnull=True).update(
-                status=RunStatus.QUEUED, available_at=now, updated_at=now
-            )
-            if woken:
-                notify.work_available(using)

@@ -11,9 +11,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from ..definitions.functions import Function, registry
 from ..models import Run, RunStatus
-from ..registry import Function, registry
-from . import state
+from . import outcomes
 
 SWEEP_BATCH = 200
 
@@ -63,6 +63,6 @@ def sweep(using: str, now: datetime) -> int:
             ).values_list("id", flat=True)[:SWEEP_BATCH]
             late += [(run_id, _error("finish", limits.finish)) for run_id in ids]
         for run_id, error in late:
-            if state.cancel(run_id, using, error=error) == "cancelled":
+            if outcomes.cancel(run_id, using, error=error) == "cancelled":
                 cancelled += 1
     return cancelled

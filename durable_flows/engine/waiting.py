@@ -12,14 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 
 from django.db import transaction
 
-from .. import clock, notify, waits
+from .. import clock, notify
+from ..definitions.functions import Function, registry
+from ..definitions.options import check_match
+from ..definitions.payloads import INVOKED_EVENT, Event, ms
 from ..durations import ensure_within_range, parse_duration
-from ..events import Event, ms
-from ..events import send as send_events
 from ..exceptions import (
     ConfigurationError,
     EventValidationError,
@@ -30,14 +31,8 @@ from ..exceptions import (
 from ..faults import fault_point
 from ..models import Event as EventRow
 from ..models import Run, RunStatus, Step, StepKind, StepStatus, Wait, WaitKind, WaitStatus
-from ..registry import RESERVED_PREFIX, Function, check_match, registry
-from . import state
-from .executor import Suspended
-
-if TYPE_CHECKING:
-    from .executor import Execution
-
-INVOKED_EVENT = RESERVED_PREFIX + "function.invoked"
+from . import checkpoints, leases, outcomes, waits
+from .signals import Runner, Suspended
 
 
 def _duration(value: Any, what: str) -> timedelta:
@@ -52,7 +47,7 @@ class _Checkpoint:
 
     def __init__(
         self,
-        exe: Execution,
+        exe: Runner,
         name: str,
         position: int,
         kind: StepKind,
@@ -65,7 +60,7 @@ class _Checkpoint:
     def fence(self) -> None:
         """Prove the lease; a pending cancel stops the run here instead of suspending it."""
         exe = self.exe
-        if state.fence(exe.run, exe.token, exe.using):
+        if leases.fence(exe.run, exe.token, exe.using):
             raise RunCancelled()
 
     def save(self, status: StepStatus, **fields: Any) -> Step:
@@ -81,14 +76,14 @@ class _Checkpoint:
             "ended_at": now if done else None,
             **fields,
         }
-        step = state.save_step(exe.using, exe.run, self.memo, **values)
+        step = checkpoints.save_step(exe.using, exe.run, self.memo, **values)
         exe.memos[self.name] = step
         self.memo = step
         return step
 
     def suspend(self, until: datetime | None) -> None:
         exe = self.exe
-        state.suspend(exe.run, exe.token, exe.using, until)
+        leases.suspend(exe.run, exe.token, exe.using, until)
 
 
 def _finish_suspended() -> NoReturn:
@@ -98,11 +93,11 @@ def _finish_suspended() -> NoReturn:
 # --- sleep ---------------------------------------------------------------------------
 
 
-def sleep(exe: Execution, step_id: str, until: datetime | None, delta: timedelta | None) -> None:
-    name, position, memo = exe._reach(step_id, StepKind.SLEEP)
+def sleep(exe: Runner, step_id: str, until: datetime | None, delta: timedelta | None) -> None:
+    name, position, memo = exe.reach(step_id, StepKind.SLEEP)
     if memo is not None and memo.status == StepStatus.COMPLETED:
         return None
-    exe._boundary()
+    exe.boundary()
     now = clock.now()
     wake = memo.wake_at if memo is not None and memo.wake_at else (until or now + delta)  # type: ignore[operator]
     cp = _Checkpoint(exe, name, position, StepKind.SLEEP, memo, now)
@@ -134,7 +129,7 @@ def sleep_args(duration: Any = None, when: Any = None) -> tuple[datetime | None,
 
 
 def wait_for_event(
-    exe: Execution,
+    exe: Runner,
     step_id: str,
     *,
     event: str,
@@ -153,10 +148,10 @@ def wait_for_event(
             compile_expression(if_exp)
     except ConfigurationError as exc:
         raise StepUsageError(str(exc)) from None
-    name, position, memo = exe._reach(step_id, StepKind.WAIT_FOR_EVENT)
+    name, position, memo = exe.reach(step_id, StepKind.WAIT_FOR_EVENT)
     if memo is not None and memo.status == StepStatus.COMPLETED:
         return Event(**memo.output) if memo.output else None
-    exe._boundary()
+    exe.boundary()
     now = clock.now()
     cp = _Checkpoint(exe, name, position, StepKind.WAIT_FOR_EVENT, memo, now)
     using = exe.using
@@ -197,7 +192,7 @@ def wait_for_event(
 _PENDING: Any = object()
 
 
-def _wait_outcome(exe: Execution, name: str, now: datetime) -> Any:
+def _wait_outcome(exe: Runner, name: str, now: datetime) -> Any:
     """The event dict, None (timed out), or _PENDING; the timeout is a conditional update."""
     rows = Wait.objects.using(exe.using).filter(
         run_id=exe.run.pk, kind=WaitKind.EVENT, step_name=name
@@ -235,19 +230,19 @@ def _target(function: Any) -> Function:
     return found
 
 
-def invoke(exe: Execution, step_id: str, *, function: Any, data: Any, timeout: Any) -> Any:
+def invoke(exe: Runner, step_id: str, *, function: Any, data: Any, timeout: Any) -> Any:
     target = _target(function)
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise StepUsageError(f"invoke(data=...) must be a JSON object (dict), got {data!r}")
     limit = _duration(timeout, "invoke timeout") if timeout is not None else None
-    name, position, memo = exe._reach(step_id, StepKind.INVOKE)
+    name, position, memo = exe.reach(step_id, StepKind.INVOKE)
     if memo is not None and memo.status == StepStatus.COMPLETED:
         return memo.output
     if memo is not None and memo.status == StepStatus.FAILED:
-        raise exe._step_error(name, memo.error or {})
-    exe._boundary()
+        raise exe.step_error(name, memo.error or {})
+    exe.boundary()
     now = clock.now()
     using = exe.using
     cp = _Checkpoint(exe, name, position, StepKind.INVOKE, memo, now)
@@ -255,7 +250,7 @@ def invoke(exe: Execution, step_id: str, *, function: Any, data: Any, timeout: A
     with transaction.atomic(using=using):
         cp.fence()
         if memo is None:
-            payload = state.encode_output(data, what="invoke data")
+            payload = checkpoints.encode_output(data, what="invoke data")
             event = EventRow(name=INVOKED_EVENT, data=payload, ts=ms(now), received_at=now)
             event.save(using=using, force_insert=True)
             child = Run.start(
@@ -285,7 +280,7 @@ def invoke(exe: Execution, step_id: str, *, function: Any, data: Any, timeout: A
             else:
                 cp.suspend(memo.wake_at)
     if failed is not None:
-        raise exe._step_error(name, failed.error or {})
+        raise exe.step_error(name, failed.error or {})
     _finish_suspended()
 
 
@@ -316,10 +311,10 @@ def _child_error(
 # --- send_event -------------------------------------------------------------------------------
 
 
-def send_event(exe: Execution, step_id: str, events: Any) -> list[str]:
+def send_event(exe: Runner, step_id: str, events: Any) -> list[str]:
     def send() -> list[str]:
         try:
-            return send_events(events)
+            return outcomes.send(events)
         except EventValidationError as exc:
             raise NonRetriableError(str(exc)) from None
 

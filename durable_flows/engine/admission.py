@@ -1,39 +1,28 @@
-"""Flow control: what happens when a run is created, and which runs may be claimed.
+"""Admission: what happens when a run is created (``admit``, called for each function
+an event triggers, inside the sender's transaction).
 
-Admission (``admit``, called by ``send()`` for each matching function, inside
-the sender's transaction) applies the per-event rules: idempotency, rate
-limit, debounce, batching, singleton, throttle, and stamps the run with its
-priority and concurrency keys. Rules with state keep it in a ``FlowKey`` row,
-locked for the rest of the sender's transaction so that senders of one key
-queue behind each other (a new key never blocks anyone).
-
-Concurrency (``pick``, called by ``state.claim`` when a claimable function has
-a limit): a run (or a parallel step task) holds a slot of each of its keys
-while it is ``running``; sleeping and waiting runs hold none. The slots in use
-are counted from those rows, so nothing has to be given back when a worker
-dies: its runs stop counting as soon as they are requeued. Claiming skips keys
-that are full; on PostgreSQL a candidate's keys are then locked with
-``pg_try_advisory_xact_lock`` (a key being claimed by another worker is
-skipped, not waited for) and re-counted before the lease is written, so two
-workers can never both take the last slot. SQLite has a single writer, so the
-count inside the claim transaction is already exact.
+It applies the per-event rules: idempotency, rate limit, debounce, batching,
+singleton, throttle, and stamps the run with its priority and concurrency keys.
+Rules with state keep it in a ``FlowKey`` row, locked for the rest of the
+sender's transaction so that senders of one key queue behind each other (a new
+key never blocks anyone). Which admitted runs may be claimed is ``slots``'.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections import Counter
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import connections
-from django.db.models import Exists, F, OuterRef, Q, QuerySet
+from django.db.models import Exists, OuterRef, Q
 
-from .. import clock
+from .. import clock, notify
+from ..definitions.functions import Function
+from ..definitions.options import PRIORITY_RANGE
 from ..expressions import ExpressionError, evaluate
-from ..models import Event, FlowKey, Run, RunEvent, RunStatus, StepTask
-from ..registry import PRIORITY_RANGE, Function, registry
+from ..models import Event, FlowKey, Run, RunEvent, RunStatus
 
 IDEMPOTENCY_PERIOD = timedelta(hours=24)
 ACTIVE = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.WAITING)
@@ -137,12 +126,18 @@ def lock_in_order(pairs: list[tuple[Event, Function]], using: str) -> None:
 
 
 def admit(
-    function: Function, event: Event, now: datetime, available_at: datetime, using: str
+    function: Function,
+    event: Event,
+    now: datetime,
+    available_at: datetime,
+    using: str,
+    cancel: Callable[[str], Any],
 ) -> tuple[Run | None, bool]:
     """Apply ``function``'s rules to a new event: returns (run, already_saved).
 
     ``run`` is None when the event starts no run of its own (a duplicate
     idempotency key, or an event added to a pending debounced run or batch).
+    ``cancel(run_id)`` cancels the run a singleton in "cancel" mode replaces.
     """
     payload = event.as_dict()
     run = Run.start(function, event, now, available_at)
@@ -164,7 +159,7 @@ def admit(
         if debounced is None:
             return None, False
         run = debounced
-    if function.singleton and not _singleton_admits(function, run, payload, using):
+    if function.singleton and not _singleton_admits(function, run, payload, using, cancel):
         return _skipped(run, now), False
     if function.throttle:
         run.available_at = _throttle(function, run, payload, run.available_at or now, using)
@@ -239,38 +234,17 @@ def _throttle(
     value = key_value(rule.key, payload)
     run.throttle_key = flow_key("throttle-start", function.id, value)
     row = _lock(using, flow_key("throttle", function.id, value))
-    start, row.tat = _gcra_schedule(rule, row.tat, due)
+    start, row.tat = gcra_schedule(rule, row.tat, due)
     row.save(using=using)
     return start
 
 
-def _gcra_schedule(rule: Any, tat: datetime | None, now: datetime) -> tuple[datetime, datetime]:
+def gcra_schedule(rule: Any, tat: datetime | None, now: datetime) -> tuple[datetime, datetime]:
     """(earliest conforming start, the new theoretical arrival time) for one more start."""
     # As Inngest: after a quiet spell, ``burst`` more than the one may start at once.
     interval = rule.period / rule.limit
     tat = max(tat or now, now)
     return max(now, tat - interval * rule.burst), tat + interval
-
-
-def _throttle_start(using: str, row_id: str, function_id: str, key: str, now: datetime) -> bool:
-    """At claim: may this run start now? If not, it is put back until it may."""
-    function = registry.get(function_id)
-    if function is None or function.throttle is None:
-        return True
-    FlowKey.objects.using(using).bulk_create([FlowKey(key=key)], ignore_conflicts=True)
-    rows = FlowKey.objects.using(using).filter(key=key)
-    if connections[using].vendor == "postgresql":
-        rows = rows.select_for_update(skip_locked=True)
-    row = rows.first()
-    if row is None:
-        return False  # another worker is starting a run of this key
-    start, tat = _gcra_schedule(function.throttle, row.tat, now)
-    if start > now:
-        Run.objects.using(using).filter(pk=row_id).update(available_at=start)
-        return False
-    row.tat = tat
-    row.save(using=using)
-    return True
 
 
 def _debounce(
@@ -303,8 +277,6 @@ def _debounce(
 def _batch(
     function: Function, run: Run, event: Event, payload: dict[str, Any], now: datetime, using: str
 ) -> tuple[Run | None, bool]:
-    from .. import notify
-
     rule = function.batch_events
     assert rule is not None
     timeout: timedelta = rule.timeout  # type: ignore[assignment]
@@ -334,15 +306,19 @@ def _batch(
     return run, True
 
 
-def _singleton_admits(function: Function, run: Run, payload: dict[str, Any], using: str) -> bool:
+def _singleton_admits(
+    function: Function,
+    run: Run,
+    payload: dict[str, Any],
+    using: str,
+    cancel: Callable[[str], Any],
+) -> bool:
     rule = function.singleton
     assert rule is not None
     row = _lock(using, flow_key("singleton", function.id, key_value(rule.key, payload)))
     if row.run_id and Run.objects.using(using).filter(pk=row.run_id, status__in=ACTIVE).exists():
         if rule.mode == "skip":
             return False
-        from ..control import cancel
-
         cancel(row.run_id)
     row.run_id = run.pk
     row.save(using=using)
@@ -353,118 +329,3 @@ def batch_events(run: Run, using: str) -> list[Event]:
     """The events of a batched run, first to last."""
     rows = RunEvent.objects.using(using).filter(run_id=run.pk).select_related("event")
     return [row.event for row in rows]
-
-
-# --- concurrency slots --------------------------------------------------------
-
-
-def limits_claims(function_ids: list[str]) -> bool:
-    """Must claiming look at concurrency slots or throttles (else it is a plain SKIP LOCKED)?"""
-    for function_id in function_ids:
-        function = registry.get(function_id)
-        if function is not None and (
-            function.concurrency
-            or function.throttle
-            or (function.singleton and function.singleton.mode == "cancel")
-        ):
-            return True
-    return False
-
-
-def _slot_sql(using: str, keys: list[str] | None) -> tuple[str, list[Any]]:
-    connection = connections[using]
-    quote = connection.ops.quote_name
-    parts, params = [], []
-    for model in (Run, StepTask):
-        table = quote(model._meta.db_table)
-        for column, limit in (
-            ("concurrency_key", "concurrency_limit"),
-            ("concurrency_key_2", "concurrency_limit_2"),
-        ):
-            where = f"status = %s AND {column} IS NOT NULL"
-            params.append(RunStatus.RUNNING.value)
-            if keys is not None:
-                where += f" AND {column} IN ({', '.join(['%s'] * len(keys))})"
-                params.extend(keys)
-            parts.append(f"SELECT {column} AS k, {limit} AS l FROM {table} WHERE {where}")  # noqa: S608
-    sql = f"SELECT k, MAX(l), COUNT(*) FROM ({' UNION ALL '.join(parts)}) slots GROUP BY k"  # noqa: S608
-    return sql, params
-
-
-def slots_in_use(using: str, keys: list[str] | None = None) -> dict[str, tuple[int, int]]:
-    """``{key: (limit, running)}`` over running runs and step tasks (of ``keys``, or all)."""
-    sql, params = _slot_sql(using, keys)
-    with connections[using].cursor() as cursor:
-        cursor.execute(sql, params)
-        return {key: (limit, count) for key, limit, count in cursor.fetchall()}
-
-
-def pick(using: str, runnable: QuerySet, limit: int) -> list[str]:
-    """Inside the claim transaction: ids of up to ``limit`` runnable rows with a free slot.
-
-    Keys found full (or being claimed by another worker) are excluded and the
-    search goes on, a few rounds at most, so that a long FIFO backlog of one key
-    does not hide the runnable work of the others behind it.
-    """
-    postgres = connections[using].vendor == "postgresql"
-    if connections[using].vendor == "sqlite":
-        # Write first, as ``state.claim`` does, so that the transaction holds
-        # the write lock before it reads (even without transaction_mode IMMEDIATE).
-        Run.objects.using(using).filter(pk="").update(updated_at=F("updated_at"))
-    full = {key for key, (cap, count) in slots_in_use(using).items() if count >= cap}
-    throttled = runnable.model is Run
-    fields = ["id", "concurrency_key", "concurrency_limit", "concurrency_key_2"]
-    fields += ["concurrency_limit_2", "function_id"]
-    fields += ["throttle_key", "started_at"] if throttled else []
-    chosen: list[str] = []
-    passed: list[str] = []
-    taken: Counter[str] = Counter()
-    now = clock.now()
-    for _ in range(ROUNDS):
-        query = runnable
-        if full:
-            query = query.exclude(concurrency_key__in=full).exclude(concurrency_key_2__in=full)
-        if passed or chosen:
-            query = query.exclude(id__in=passed + chosen)
-        if postgres:
-            query = query.select_for_update(skip_locked=True)
-        candidates = list(query.values_list(*fields)[: max(limit, CANDIDATES)])
-        for row_id, key1, cap1, key2, cap2, function_id, *start in candidates:
-            keys = [(k, c) for k, c in ((key1, cap1), (key2, cap2)) if k]
-            if keys and not _slots_free(using, keys, taken, full, postgres):
-                continue
-            if start and start[0] and start[1] is None:  # a throttled run's first start
-                if not _throttle_start(using, row_id, function_id, start[0], now):
-                    passed.append(row_id)
-                    continue
-            taken.update(k for k, _ in keys)
-            chosen.append(row_id)
-            if len(chosen) >= limit:
-                return chosen
-        if chosen or len(candidates) < max(limit, CANDIDATES):
-            break
-    return chosen
-
-
-def _slots_free(
-    using: str, keys: list[tuple[str, int]], taken: Counter[str], full: set[str], postgres: bool
-) -> bool:
-    if any(k in full for k, _ in keys):
-        return False
-    if postgres:
-        for k, _ in keys:
-            if not _try_lock(using, k):
-                full.add(k)  # another worker is claiming this key right now
-                return False
-    used = slots_in_use(using, [k for k, _ in keys])
-    for k, cap in keys:
-        if used.get(k, (cap, 0))[1] + taken[k] >= cap:
-            full.add(k)
-            return False
-    return True
-
-
-def _try_lock(using: str, key: str) -> bool:
-    with connections[using].cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_xact_lock(hashtextextended(%s, 0))", [key])
-        return bool(cursor.fetchone()[0])

@@ -12,9 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .events import Event
-from .models import Event as EventRow
-
 
 def failure_handler(handler: Callable[..., Any]) -> Callable[[Any], Any]:
     def on_failure(ctx: Any) -> Any:
@@ -22,10 +19,8 @@ def failure_handler(handler: Callable[..., Any]) -> Callable[[Any], Any]:
         data = failed.data
         ctx.failed_event = failed
         ctx.failed_run_id = data.get("run_id")
-        original = (
-            EventRow.objects.filter(pk=data["event_id"]).first() if data.get("event_id") else None
-        )
-        ctx.event = Event.from_model(original) if original is not None else None
+        # The engine's Context loads stored events; this layer never touches models.
+        ctx.event = ctx._stored_event(data["event_id"]) if data.get("event_id") else None
         ctx.events = [ctx.event] if ctx.event is not None else []
         return handler(ctx, data.get("error") or {})
 

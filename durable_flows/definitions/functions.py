@@ -1,4 +1,9 @@
-"""``@function``, triggers and option dataclasses, and the registry of functions."""
+"""``@function`` and the registry of durable functions.
+
+``function()`` checks its arguments and registers a ``Function``; with
+``on_failure=`` it also registers the companion ``<id>-failure`` function,
+triggered by the failed run's ``function.failed`` event.
+"""
 
 from __future__ import annotations
 
@@ -8,291 +13,25 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from . import cron as cron_lib
-from .durations import parse_duration
-from .exceptions import ConfigurationError
-from .expressions import compile_expression, is_true
+from ..exceptions import ConfigurationError
+from .failure import failure_handler
+from .options import (
+    Batch,
+    Cancel,
+    Concurrency,
+    Debounce,
+    Priority,
+    RateLimit,
+    Singleton,
+    Throttle,
+    Timeouts,
+    TriggerCron,
+    TriggerEvent,
+    optional_expression,
+)
+from .payloads import FAILED_EVENT
 
-RESERVED_PREFIX = "durable_flows/"
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,254}$")
-_EVENT_RE = re.compile(r"^[^\s]{1,255}$")
-
-
-def _duration(value: Any, what: str) -> timedelta:
-    try:
-        return parse_duration(value, what=what)
-    except ValueError as exc:
-        raise ConfigurationError(str(exc)) from None
-
-
-def _positive_int(value: Any, what: str, *, maximum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigurationError(f"{what} must be a positive integer, got {value!r}")
-    if maximum is not None and value > maximum:
-        raise ConfigurationError(f"{what} must be at most {maximum}, got {value!r}")
-    return value
-
-
-def _optional_expression(value: str | None, what: str) -> str | None:
-    if value is not None:
-        if not isinstance(value, str):
-            raise ConfigurationError(f"{what} must be a CEL expression string, got {value!r}")
-        compile_expression(value)
-    return value
-
-
-# --- triggers ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TriggerEvent:
-    """Start a run for every event named ``event`` (``"user/*"`` matches a family)."""
-
-    event: str
-    expression: str | None = None
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.event, str) or not _EVENT_RE.match(self.event):
-            raise ConfigurationError(
-                f"TriggerEvent(event=...) must be a non-empty event name, got {self.event!r}"
-            )
-        if "*" in self.event and not (
-            self.event.endswith(("/*", ".*")) and self.event.count("*") == 1
-        ):
-            raise ConfigurationError(
-                f"TriggerEvent event {self.event!r}: a wildcard is only allowed at the end, "
-                "after '/' or '.' (e.g. 'user/*')"
-            )
-        _optional_expression(self.expression, "TriggerEvent(expression=...)")
-
-    def matches_name(self, name: str) -> bool:
-        if self.event.endswith("*"):
-            return name.startswith(self.event[:-1])
-        return name == self.event
-
-    def matches(self, event: dict[str, Any]) -> bool:
-        if not self.matches_name(event["name"]):
-            return False
-        return self.expression is None or is_true(self.expression, {"event": event})
-
-
-@dataclass(frozen=True)
-class TriggerCron:
-    """A schedule: 5-field cron, optionally prefixed ``TZ=Area/City``."""
-
-    cron: str
-
-    def __post_init__(self) -> None:
-        try:
-            cron_lib.parse(self.cron)
-        except ValueError as exc:
-            raise ConfigurationError(f"TriggerCron: {exc}") from None
-
-    @property
-    def schedule(self) -> cron_lib.Schedule:
-        return cron_lib.parse(self.cron)
-
-
-# --- options (names as in Inngest's Python SDK) -----------------------------
-
-
-def _optional_key(value: str | None, what: str) -> str | None:
-    return _optional_expression(value, f"{what}(key=...)")
-
-
-def _period(value: Any, what: str, *, low: timedelta, high: timedelta) -> timedelta:
-    period = _duration(value, what)
-    if not low <= period <= high:
-        raise ConfigurationError(f"{what} must be between {low} and {high}, got {period}")
-    return period
-
-
-@dataclass(frozen=True)
-class Concurrency:
-    """At most ``limit`` steps of the function executing at once, per value of ``key``."""
-
-    limit: int
-    key: str | None = None
-    scope: str = "fn"
-
-    def __post_init__(self) -> None:
-        _positive_int(self.limit, "Concurrency(limit=...)", maximum=100_000)
-        _optional_key(self.key, "Concurrency")
-        if self.scope != "fn":
-            raise ConfigurationError(
-                f"Concurrency(scope={self.scope!r}): only scope='fn' is supported"
-            )
-
-
-@dataclass(frozen=True)
-class Throttle:
-    """At most ``limit`` run starts per ``period`` per key, ``burst`` more at once; none dropped."""
-
-    limit: int
-    period: timedelta | str
-    key: str | None = None
-    burst: int = 1
-
-    def __post_init__(self) -> None:
-        _positive_int(self.limit, "Throttle(limit=...)")
-        if isinstance(self.burst, bool) or not isinstance(self.burst, int) or self.burst < 0:
-            raise ConfigurationError(
-                f"Throttle(burst=...) must be an integer >= 0, got {self.burst!r}"
-            )
-        period = _period(
-            self.period, "Throttle(period=...)", low=timedelta(seconds=1), high=timedelta(days=7)
-        )
-        object.__setattr__(self, "period", period)
-        _optional_key(self.key, "Throttle")
-
-
-@dataclass(frozen=True)
-class RateLimit:
-    """At most ``limit`` runs per ``period`` per key; each extra event's run is skipped."""
-
-    limit: int
-    period: timedelta | str
-    key: str | None = None
-
-    def __post_init__(self) -> None:
-        _positive_int(self.limit, "RateLimit(limit=...)")
-        period = _period(
-            self.period, "RateLimit(period=...)", low=timedelta(seconds=1), high=timedelta(days=1)
-        )
-        object.__setattr__(self, "period", period)
-        _optional_key(self.key, "RateLimit")
-
-
-@dataclass(frozen=True)
-class Debounce:
-    """One run with the last event of a key, ``period`` after it (at most ``timeout`` later)."""
-
-    period: timedelta | str
-    key: str | None = None
-    timeout: timedelta | str | None = None
-
-    def __post_init__(self) -> None:
-        period = _period(
-            self.period, "Debounce(period=...)", low=timedelta(seconds=1), high=timedelta(days=7)
-        )
-        object.__setattr__(self, "period", period)
-        _optional_key(self.key, "Debounce")
-        if self.timeout is not None:
-            timeout = _period(
-                self.timeout, "Debounce(timeout=...)", low=period, high=timedelta(days=7)
-            )
-            object.__setattr__(self, "timeout", timeout)
-
-
-@dataclass(frozen=True)
-class Batch:
-    """One run receives up to ``max_size`` events; a partial batch starts ``timeout`` after
-    its first event."""
-
-    max_size: int
-    timeout: timedelta | str
-    key: str | None = None
-
-    def __post_init__(self) -> None:
-        _positive_int(self.max_size, "Batch(max_size=...)", maximum=1000)
-        timeout = _period(
-            self.timeout, "Batch(timeout=...)", low=timedelta(seconds=1), high=timedelta(days=1)
-        )
-        object.__setattr__(self, "timeout", timeout)
-        _optional_key(self.key, "Batch")
-
-
-PRIORITY_RANGE = 600
-
-
-@dataclass(frozen=True)
-class Priority:
-    """``run``: a CEL expression giving seconds from -600 to 600; higher runs go first."""
-
-    run: str | None = None
-
-    def __post_init__(self) -> None:
-        _optional_expression(self.run, "Priority(run=...)")
-
-
-@dataclass(frozen=True)
-class Singleton:
-    """At most one active run per key; ``skip`` the new one or ``cancel`` the active one."""
-
-    key: str | None = None
-    mode: str = "skip"
-
-    def __post_init__(self) -> None:
-        _optional_key(self.key, "Singleton")
-        if self.mode not in ("skip", "cancel"):
-            raise ConfigurationError(
-                f"Singleton(mode=...) must be 'skip' or 'cancel', got {self.mode!r}"
-            )
-
-
-_MATCH_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
-
-
-def check_match(value: Any, what: str) -> None:
-    """``match`` is a dotted path into the event, e.g. ``"data.user_id"``."""
-    if value is not None and (
-        not isinstance(value, str) or len(value) > 255 or not _MATCH_RE.match(value)
-    ):
-        raise ConfigurationError(
-            f"{what} must be a dotted path into the event such as 'data.user_id', got {value!r}"
-        )
-
-
-@dataclass(frozen=True)
-class Cancel:
-    """Cancel a run when an event named ``event`` matches it (``match`` and/or ``if_exp``).
-
-    ``timeout``: the rule is armed only this long after the run was created.
-    """
-
-    event: str
-    match: str | None = None
-    if_exp: str | None = None
-    timeout: timedelta | str | None = None
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.event, str) or not _EVENT_RE.match(self.event) or "*" in self.event:
-            raise ConfigurationError(
-                f"Cancel(event=...) must be an event name (no wildcard), got {self.event!r}"
-            )
-        check_match(self.match, "Cancel(match=...)")
-        _optional_expression(self.if_exp, "Cancel(if_exp=...)")
-        if self.timeout is not None:
-            _duration(self.timeout, "Cancel(timeout=...)")
-
-    @property
-    def timeout_delta(self) -> timedelta | None:
-        return None if self.timeout is None else parse_duration(self.timeout)
-
-
-@dataclass(frozen=True)
-class Timeouts:
-    """``start``: cancel a run not started this long after it was created;
-    ``finish``: cancel a run not finished this long after it started."""
-
-    start: timedelta | str | None = None
-    finish: timedelta | str | None = None
-
-    def __post_init__(self) -> None:
-        if self.start is None and self.finish is None:
-            raise ConfigurationError("Timeouts needs start=, finish= or both")
-        for what in ("start", "finish"):
-            value = getattr(self, what)
-            if value is not None and _duration(value, f"Timeouts({what}=...)") <= timedelta(0):
-                raise ConfigurationError(f"Timeouts({what}=...) must be positive, got {value!r}")
-
-    @property
-    def start_delta(self) -> timedelta | None:
-        return None if self.start is None else parse_duration(self.start)
-
-    @property
-    def finish_delta(self) -> timedelta | None:
-        return None if self.finish is None else parse_duration(self.finish)
 
 
 @dataclass
@@ -547,17 +286,12 @@ def _time_options(function_id: str, cancel: Any, timeouts: Any, on_failure: Any)
     return extra
 
 
-FAILED_EVENT = RESERVED_PREFIX + "function.failed"
-
-
 def failure_function_id(function_id: str) -> str:
     return f"{function_id}-failure"
 
 
 def _failure_function(func: Function, handler: Callable[..., Any]) -> Function:
     """As Inngest: a companion function triggered by the failed run's ``function.failed``."""
-    from .failure import failure_handler
-
     return Function(
         id=failure_function_id(func.id),
         fn=failure_handler(handler),
@@ -609,7 +343,7 @@ def _flow_control(function_id: str, **given: Any) -> dict[str, Any]:
             )
     idempotency = given["idempotency"]
     if idempotency is not None:
-        _optional_expression(idempotency, f"{where}: idempotency")
+        optional_expression(idempotency, f"{where}: idempotency")
     if given["batch_events"] is not None:
         clashes = [option for option in _NOT_WITH_BATCHING if given[option] is not None]
         if clashes:

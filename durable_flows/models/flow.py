@@ -1,4 +1,4 @@
-"""Tables behind flow control and parallel steps (imported by ``models``).
+"""Tables behind flow control and parallel steps.
 
 - ``FlowKey``: one row per (rule, function, key value): the state of a throttle
   or rate limit (GCRA's theoretical arrival time), the open batch or debounced
@@ -14,7 +14,9 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from .models import Event, FlowManager, Run, new_id
+from .events import Event
+from .ids import FlowManager, new_id
+from .runs import Run
 
 
 class FlowKey(models.Model):

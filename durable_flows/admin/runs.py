@@ -1,148 +1,24 @@
-"""The admin is for inspection: read-only records; cancel, rerun and revoke are actions
-that call the same functions as Python users (``durable_flows.control``, ``keys``)."""
+"""Runs with their steps and waits; cancel, rerun and retry are actions that call
+``durable_flows.control``."""
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 from django.contrib import admin, messages
-from django.contrib.admin.utils import quote, unquote
-from django.core.exceptions import PermissionDenied, ValidationError
-from django.core.paginator import Paginator
+from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet
-from django.http import Http404, HttpRequest, HttpResponse
-from django.template.response import TemplateResponse
-from django.urls import URLPattern, path, reverse
-from django.utils import timezone
-from django.utils.functional import cached_property
+from django.http import Http404, HttpRequest
+from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from . import clock, control, display, keys, permissions
-from .conf import flow_settings
-from .exceptions import RunNotFound
-from .middleware import reject_malformed_urls
-from .models import FINISHED, Event, EventKey, Run, RunStatus, Step, Wait, Worker
-from .registry import registry
-from .templatetags.durable_flows import format_duration
-
-COUNT_LIMIT = 10_000
-
-
-class CappedPaginator(Paginator):
-    """Counts at most COUNT_LIMIT rows: a changelist of a million runs never counts them all."""
-
-    @cached_property
-    def count(self) -> int:
-        try:
-            return cast(QuerySet, self.object_list).order_by()[:COUNT_LIMIT].count()
-        except (AttributeError, TypeError):
-            return len(self.object_list)
-
-
-def raw_json_url(model: str, pk: Any, field: str) -> str:
-    """The admin's URL of a stored JSON value shown (cut short) on its pages."""
-    return reverse(f"admin:durable_flows_{model}_json", args=[quote(pk), field])
-
-
-STATUS_COLOURS = {
-    "queued": "#6b7489",
-    "running": "#2f7de1",
-    "waiting": "#8a4fd6",
-    "completed": "#1f9d62",
-    "failed": "#dc3b4b",
-    "cancelled": "#b36d0c",
-    "skipped": "#9aa1b1",
-}
-
-
-def status_badge(status: str) -> SafeString:
-    return format_html(
-        '<span style="color:{};font-weight:600;white-space:nowrap">● {}</span>',
-        STATUS_COLOURS.get(status, "#6b7489"),
-        status,
-    )
-
-
-def precise(when: Any) -> str:
-    """A timestamp to the millisecond, in the current time zone: steps take milliseconds."""
-    if when is None:
-        return "—"
-    return timezone.localtime(when).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
-
-
-def link(viewname: str, pk: Any, text: Any) -> SafeString:
-    return format_html('<a href="{}">{}</a>', reverse(viewname, args=[pk]), text)
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    show_full_result_count = False
-    show_facets = admin.ShowFacets.NEVER  # a count per filter choice is a scan per choice
-    paginator = CappedPaginator
-    list_per_page = 50
-
-    class Media:
-        css = {"all": ["durable_flows/admin.css"]}
-
-    # JSON columns: deferred on every page, read on an object's page as the start of
-    # their text and its length (display.stored), so that no page loads them whole.
-    json_fields: tuple[str, ...] = ()
-    shown_json_fields: tuple[str, ...] = ()
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet:
-        return super().get_queryset(request).defer(*self.json_fields)
-
-    def get_object(self, request: HttpRequest, object_id: str, from_field: Any = None) -> Any:
-        queryset = self.get_queryset(request).annotate(**display.stored(*self.shown_json_fields))
-        field: Any = self.opts.pk if from_field is None else self.opts.get_field(from_field)
-        try:
-            return queryset.get(**{field.name: field.to_python(object_id)})
-        except (self.model.DoesNotExist, ValidationError, ValueError):
-            return None
-
-    def raw_json(self, request: HttpRequest, obj: Any, field: str) -> Any:
-        """The stored JSON value ``field`` of ``obj`` (``<id>/json/<field>/``); Http404 if none."""
-        raise Http404("no such value")
-
-    def raw_json_view(self, request: HttpRequest, object_id: str, field: str) -> HttpResponse:
-        obj = self.get_object(request, unquote(object_id))
-        if obj is None:
-            raise Http404("no such object")
-        if not self.has_view_permission(request, obj):
-            raise PermissionDenied
-        return display.raw_response(self.raw_json(request, obj, field))
-
-    def change_view(
-        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None
-    ) -> HttpResponse:
-        with display.page_budget():  # all the JSON on one page: bounded (display.py)
-            response = super().change_view(request, object_id, form_url, extra_context)
-            if isinstance(response, TemplateResponse):
-                response.render()
-        return response
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def get_urls(self) -> list[URLPattern]:
-        opts = self.opts
-        raw = path(
-            "<path:object_id>/json/<str:field>/",
-            self.admin_site.admin_view(self.raw_json_view),
-            name=f"{opts.app_label}_{opts.model_name}_json",
-        )
-        urls = [raw, *super().get_urls()]
-        # NUL in an id or a filter reaches PostgreSQL as a DataError (a server error)
-        # from Django's own views: each page refuses such a URL first.
-        for url in urls:
-            url.callback = reject_malformed_urls(url.callback)
-        return urls
+from .. import control, display, permissions
+from ..definitions.functions import registry
+from ..exceptions import RunNotFound
+from ..models import FINISHED, Event, Run, RunStatus, Step, Wait
+from ..templatetags.durable_flows import format_duration
+from .base import ReadOnlyAdmin, ReadOnlyInline, link, precise, raw_json_url, status_badge
 
 
 class FunctionFilter(admin.SimpleListFilter):
@@ -183,34 +59,6 @@ class OutcomeColumns:
         if isinstance(record, Step):
             return raw_json_url("run", record.run_id, f"step-{record.pk}-{field}")
         return raw_json_url("run", record.pk, field)
-
-
-class ReadOnlyInline(admin.TabularInline):
-    """Rows shown beside their parent, never added, changed or deleted from here.
-
-    Shown to whoever may read runs (``view_run``): steps and waits are part of a
-    run, not models with permissions of their own (durable_flows.permissions)."""
-
-    extra = 0
-    max_num = 0
-    can_delete = False
-    show_change_link = False
-
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return permissions.can_view_runs(request.user)
-
-    json_fields: tuple[str, ...] = ()  # deferred: never loaded whole for a page
-    shown_json_fields: tuple[str, ...] = ()  # shown (bounded) from the start of their text
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet:
-        rows = super().get_queryset(request).defer(*self.json_fields)
-        return rows.annotate(**display.stored(*self.shown_json_fields))
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 class StepInline(OutcomeColumns, ReadOnlyInline):
@@ -461,104 +309,3 @@ def run_links(runs: QuerySet) -> SafeString | str:
         '<a href="{}">{}</a> ({})',
         ((reverse("admin:durable_flows_run_change", args=[pk]), pk, s) for pk, s in rows),
     )
-
-
-class RunInline(ReadOnlyInline):
-    model = Run
-    fk_name = "event"
-    json_fields = ("output", "error")
-    fields = ["run_link", "function_id", "run_status", "created_at", "ended_at"]
-    readonly_fields = fields  # type: ignore[assignment]  # stubs type `fields` more broadly
-    ordering = ["created_at", "id"]
-
-    @admin.display(description="run")
-    def run_link(self, run: Run) -> SafeString:
-        return link("admin:durable_flows_run_change", run.pk, run.pk)
-
-    @admin.display(description="status")
-    def run_status(self, run: Run) -> SafeString:
-        return status_badge(run.status)
-
-
-@admin.register(Event)
-class EventAdmin(ReadOnlyAdmin):
-    list_display = ["id", "name", "sender_id", "received_at", "ts", "runs_link"]
-    list_filter = ["received_at"]
-    search_fields = ["=id", "=name", "=sender_id"]
-    search_help_text = "An exact event id, name or sender id."
-    ordering = ["-received_at", "-id"]
-    fields = ["id", "sender_id", "name", "ts", "received_at", "data_json", "runs_link"]
-    readonly_fields = fields  # type: ignore[assignment]  # stubs type `fields` more broadly
-    inlines = [RunInline]
-    json_fields = ("data",)
-    shown_json_fields = json_fields
-
-    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[Any]:
-        fields = list(super().get_fields(request, obj))
-        if not permissions.can_view_runs(request.user):
-            fields.remove("runs_link")  # the runs it started need view_run
-        return fields
-
-    def get_list_display(self, request: HttpRequest) -> list[Any]:
-        shown = list(super().get_list_display(request))
-        return shown if permissions.can_view_runs(request.user) else shown[:-1]
-
-    @admin.display(description="data")
-    def data_json(self, event: Event) -> SafeString:
-        shown = display.Stored.of(event, "data")
-        return display.json_block(shown, raw_json_url("event", event.pk, "data"))
-
-    def raw_json(self, request: HttpRequest, event: Event, field: str) -> Any:
-        if field != "data":
-            raise Http404("no such value")
-        return event.data
-
-    @admin.display(description="runs")
-    def runs_link(self, event: Event) -> SafeString:
-        url = reverse("admin:durable_flows_run_changelist") + f"?event__id__exact={event.pk}"
-        return format_html('<a href="{}">runs it started</a>', url)
-
-
-@admin.register(EventKey)
-class EventKeyAdmin(ReadOnlyAdmin):
-    list_display = ["name", "prefix", "created_at", "last_used_at", "revoked_at", "active"]
-    list_filter = ["revoked_at"]
-    search_fields = ["name", "prefix"]
-    fields = ["name", "prefix", "created_at", "last_used_at", "revoked_at"]
-    readonly_fields = fields  # type: ignore[assignment]  # stubs type `fields` more broadly
-    actions = ["revoke"]
-
-    @admin.display(boolean=True)
-    def active(self, key: EventKey) -> bool:
-        return key.is_active
-
-    def has_revoke_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("durable_flows.change_eventkey")
-
-    @admin.action(description="Revoke selected event keys", permissions=["revoke"])
-    def revoke(self, request: HttpRequest, queryset: QuerySet) -> None:
-        revoked = keys.revoke(queryset)
-        self.message_user(request, f"Revoked {revoked} event key(s).", messages.SUCCESS)
-
-
-@admin.register(Worker)
-class WorkerAdmin(ReadOnlyAdmin):
-    list_display = [
-        "name",
-        "hostname",
-        "pid",
-        "queues",
-        "concurrency",
-        "started_at",
-        "heartbeat_at",
-        "alive",
-    ]
-    ordering = ["-heartbeat_at"]
-    fields = list_display  # type: ignore[assignment]
-    readonly_fields = fields  # type: ignore[assignment]  # stubs type `fields` more broadly
-
-    @admin.display(boolean=True, description="alive")
-    def alive(self, worker: Worker) -> bool:
-        """Beat within the lease; after that its runs go to other workers."""
-        age = (clock.now() - worker.heartbeat_at).total_seconds()
-        return age <= float(flow_settings.LEASE_SECONDS)

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
-from . import notify
-from .expressions import is_true
-from .models import Event, Run, RunStatus, Wait, WaitKind, WaitPath, WaitStatus
-from .registry import registry
+from .. import notify, storage
+from ..definitions.functions import registry
+from ..expressions import is_true
+from ..models import Event, Run, RunStatus, Wait, WaitKind, WaitPath, WaitStatus
 
 _MISSING = object()
 
@@ -132,12 +132,15 @@ def _keys(payload: dict[str, Any], paths: list[str]) -> set[str]:
     return keys
 
 
-def deliver(events: list[Event], using: str, now: datetime) -> None:
-    """Resolve the waits these newly stored events match, in order (inside ``send()``)."""
+def deliver(
+    events: list[Event], using: str, now: datetime, cancel: Callable[[str, Event, str], bool]
+) -> None:
+    """Resolve the waits these newly stored events match, in order (inside ``send()``);
+    a matched ``cancel=`` rule calls ``cancel(run_id, event, using)``."""
     if not events:
         return
     names = {event.name for event in events}
-    found = _paths(names, using)
+    found = storage.of(using).wait_paths(names)
     if not found:
         return  # no wait can match: the common case, one query
     paths: dict[str, list[str]] = {}
@@ -175,36 +178,9 @@ def deliver(events: list[Event], using: str, now: datetime) -> None:
             if wait.kind == WaitKind.EVENT:
                 woke |= _resolve(wait, event, using, now)
             else:
-                _cancel(wait, event, using, now)
+                _cancel(wait, event, using, now, cancel)
     if woke:
         notify.work_available(using)
-
-
-def _paths(names: set[str], using: str) -> list[tuple[str, str | None]]:
-    """The match paths in use for these event names, plus ``(name, None)`` if an unkeyed
-    wait is pending on one of them; on PostgreSQL one prepared statement."""
-    from .engine import sql
-
-    if sql.is_postgres(using):
-        rows, _ = sql.execute(using, _PATHS_PG, [list(names), list(names)])
-        return rows
-    rows = list(
-        WaitPath.objects.using(using).filter(event_name__in=names).values_list("event_name", "path")
-    )
-    unkeyed = Wait.objects.using(using).filter(
-        status=WaitStatus.PENDING, event_name__in=names, match_key=""
-    )
-    return rows + [(name, None) for name in unkeyed.values_list("event_name", flat=True)[:1]]
-
-
-_PATHS_PG = f"""
-    SELECT event_name, path FROM "{WaitPath._meta.db_table}" WHERE event_name = ANY(%s)
-    UNION ALL (
-        SELECT event_name, NULL FROM "{Wait._meta.db_table}"
-        WHERE status = 'pending' AND event_name = ANY(%s) AND match_key = ''
-        LIMIT 1
-    )
-"""  # noqa: S608 - only table names are interpolated
 
 
 def _resolve(wait: Wait, event: Event, using: str, now: datetime) -> bool:
@@ -223,17 +199,12 @@ def _resolve(wait: Wait, event: Event, using: str, now: datetime) -> bool:
     return bool(woken and won)
 
 
-def _cancel(wait: Wait, event: Event, using: str, now: datetime) -> None:
-    from .engine import state
-
-    error = {
-        "type": "Cancelled",
-        "message": f"cancelled by event {event.name!r} ({event.pk})",
-        "event_id": event.pk,
-    }
-    # The run first (state.cancel locks it, then closes its waits), then record
-    # which event did it on the rule's row.
-    if state.cancel(wait.run_id, using, error=error) is None:
+def _cancel(
+    wait: Wait, event: Event, using: str, now: datetime, cancel: Callable[..., bool]
+) -> None:
+    # The run first (``cancel`` locks it, then closes its waits), then record which
+    # event did it on the rule's row.
+    if not cancel(wait.run_id, event, using):
         return
     Wait.objects.using(using).filter(
         pk=wait.pk, status__in=[WaitStatus.PENDING, WaitStatus.CLOSED]

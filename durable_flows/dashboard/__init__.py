@@ -1,0 +1,20 @@
+"""The staff dashboard: runs, a run's step waterfall, events, functions, and a send form.
+
+Pages that read are in ``pages``, views that change something in ``actions``;
+``durable_flows.urls`` routes the views named here.
+"""
+
+from .actions import run_cancel, run_rerun, run_retry, send_event
+from .pages import event_detail, events, functions, run_detail, runs
+
+__all__ = [
+    "event_detail",
+    "events",
+    "functions",
+    "run_cancel",
+    "run_detail",
+    "run_rerun",
+    "run_retry",
+    "runs",
+    "send_event",
+]
