@@ -68,6 +68,8 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
+    # Start-up order: these import models, which Django loads only once the app
+    # registry is ready; ``import durable_flows`` (in settings, say) must not.
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'durable_flows' has no attribute {name!r}")

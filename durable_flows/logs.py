@@ -132,7 +132,7 @@ class UWSGIMaskedURI:
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
-        try:
+        try:  # an optional dependency: present only under uWSGI
             import uwsgi
         except ImportError:
             uwsgi = None

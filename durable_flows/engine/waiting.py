@@ -28,6 +28,7 @@ from ..exceptions import (
     RunCancelled,
     StepUsageError,
 )
+from ..expressions import compile_expression
 from ..faults import fault_point
 from ..models import Event as EventRow
 from ..models import Run, RunStatus, Step, StepKind, StepStatus, Wait, WaitKind, WaitStatus
@@ -143,8 +144,6 @@ def wait_for_event(
     try:
         check_match(match, "wait_for_event(match=...)")
         if if_exp is not None:
-            from ..expressions import compile_expression
-
             compile_expression(if_exp)
     except ConfigurationError as exc:
         raise StepUsageError(str(exc)) from None
