@@ -3,41 +3,48 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
 
 .PHONY: demo test lint bench chaos soak clean
 
+# The demo needs only Python: the runtime dependencies.
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt
-	# Browser tests drive Debian's Chromium (never `playwright install`).
-	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 	touch $(STAMP)
+
+# The tests and tools: the dev set, and Debian's Chromium for the browser tests
+# (never `playwright install`).
+$(DEV_STAMP): $(STAMP) requirements-dev.txt
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+	touch $(DEV_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python manage.py migrate --verbosity 0
 	$(BIN)/python manage.py demo
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(BIN)/ruff check durable_flows project tests bench
 	$(BIN)/ruff format --check durable_flows project tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	DJANGO_SETTINGS_MODULE=tests.settings $(BIN)/python manage.py makemigrations --check --dry-run
 
-test: $(STAMP) lint
+test: $(DEV_STAMP) lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: $(STAMP)
+bench: $(DEV_STAMP)
 	$(BIN)/python bench/suite.py
 	$(BIN)/python bench/linear_steps.py
 
-chaos: $(STAMP)
+chaos: $(DEV_STAMP)
 	$(BIN)/python -m tests.chaos --runs 2000 --workers 3
 
 # Model-based, differential: 500 random programs on PostgreSQL, then on SQLite
 # (tests/model_based.py; MODEL_SEED=<seed> reproduces a run's programs).
-soak: $(STAMP)
+soak: $(DEV_STAMP)
 	$(BIN)/python -m tests.model_based --programs 500 --database postgres
 	$(BIN)/python -m tests.model_based --programs 500 --database sqlite
 

@@ -171,12 +171,17 @@ class Worker(Liveness):
         self.row = row
         if not registry.ids():
             log.warning("no durable functions are registered: this worker has nothing to run")
+        settings = connections[self.using].settings_dict
         log.info(
-            "worker %s (%s) started: %d thread(s), queues %s",
+            "worker %s (%s) started: %d thread(s), queues %s, database %r (%s %s), functions: %s",
             self.name,
             self.row.pk,
             self.concurrency,
-            self.queues or "all",
+            ", ".join(self.queues) or "all",
+            self.using,
+            connections[self.using].display_name,
+            settings.get("NAME"),
+            ", ".join(sorted(registry.ids())) or "none",
         )
 
     def _unregister(self) -> None:

@@ -176,7 +176,8 @@ class Execution:
         outcomes.fail(self.run, self.token, self.using, error, crashed=self._crashes)
 
     def _fail(self, exc: BaseException) -> None:
-        outcomes.fail(self.run, self.token, self.using, retry.error_dict(exc))
+        step = exc.step_id if isinstance(exc, StepError) else None
+        outcomes.fail(self.run, self.token, self.using, retry.error_dict(exc), step=step)
 
     def _function_error(self, exc: BaseException) -> None:
         """Code outside steps raised: retry the function per ``retries``, then fail."""

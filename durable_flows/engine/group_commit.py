@@ -291,7 +291,9 @@ class CommitGroup:
         fault_point("after_checkpoint")
         self.completed += len(written.done)
         for run, _ in completed:
-            if run.pk in written.cancel:
+            if run.pk in written.done:
+                outcomes.log_finished(run)
+            elif run.pk in written.cancel:
                 outcomes.finish(
                     run,
                     self.token,

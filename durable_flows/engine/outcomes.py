@@ -151,13 +151,35 @@ def finish(
         if close_waits or run.parent_run_id:
             waits.close(run, using, now)
         send_system(_lifecycle_events(run))
+    if status != RunStatus.FAILED:  # ``fail`` says why
+        log_finished(run)
 
 
-def fail(run: Run, token: str, using: str, error: dict[str, Any], *, crashed: int = 0) -> None:
-    """The run failed for good: ``finish`` it as failed, with one short log line."""
+def log_finished(run: Run) -> None:
+    """One INFO line per finished run: id, function, status, duration."""
+    if log.isEnabledFor(logging.INFO):
+        took = ""
+        if run.started_at and run.ended_at:
+            took = f" in {(run.ended_at - run.started_at).total_seconds() * 1000:.1f} ms"
+        log.info("run %s of %s %s%s", run.pk, run.function_id, run.status, took)
+
+
+def fail(
+    run: Run,
+    token: str,
+    using: str,
+    error: dict[str, Any],
+    *,
+    crashed: int = 0,
+    step: str | None = None,
+) -> None:
+    """The run failed for good: ``finish`` it as failed, with one short log line that
+    names the error's type and the step that failed (``step``), if one did."""
     message = error.get("message") or ""  # a log line stays short, whatever the error says
     message = message if len(message) <= 500 else message[:500] + "…"
-    log.info("run %s of %s failed: %s", run.pk, run.function_id, message)
+    where = f" in step {step!r}" if step else ""
+    kind = error.get("type") or "Error"
+    log.info("run %s of %s failed%s: %s: %s", run.pk, run.function_id, where, kind, message)
     finish(run, token, using, RunStatus.FAILED, error=error, crashed=crashed)
 
 

@@ -1,8 +1,36 @@
+import logging
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError, connections
+from django.db.migrations.executor import MigrationExecutor
 
+from durable_flows.conf import db_alias
 from durable_flows.worker import Worker
+
+
+def _default_logging() -> None:
+    """A worker says what it does even where the project configures no ``LOGGING``:
+    INFO to standard error, unless a handler is set for it already."""
+    logger = logging.getLogger("durable_flows")
+    if logger.hasHandlers():
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
+def unapplied_migrations(using: str) -> list[str]:
+    """durable_flows' migrations not applied to the database (empty when it cannot be
+    reached: the worker then retries, and says why)."""
+    try:
+        executor = MigrationExecutor(connections[using])
+        targets = [key for key in executor.loader.graph.leaf_nodes() if key[0] == "durable_flows"]
+        plan = executor.migration_plan(targets)
+    except DatabaseError:
+        return []
+    return [migration.name for migration, backwards in plan if not backwards]
 
 
 class Command(BaseCommand):
@@ -45,6 +73,13 @@ class Command(BaseCommand):
             raise CommandError("--concurrency must be between 1 and 1000")
         if any(not q for q in queues):
             raise CommandError("--queue needs a non-empty name")
+        _default_logging()
+        missing = unapplied_migrations(db_alias())
+        if missing:
+            raise CommandError(
+                f"the durable_flows tables are missing or out of date ({len(missing)} "
+                "migration(s) not applied): run `python manage.py migrate` first"
+            )
         worker = Worker(concurrency=concurrency, queues=queues, burst=burst, name=worker_id)
         restore_signals = worker.install_signal_handlers()
         try:

@@ -69,8 +69,12 @@ class Command(BaseCommand):
         order_ids = [r.event.data["order_id"] for r in runs if "order_id" in r.event.data]
         for order in Order.objects.filter(pk__in=order_ids):
             self.stdout.write(f"   order {order.pk}: status {order.status}")
+        self.stdout.write(self.style.SUCCESS("\nDone. To look at these runs:"))
         self.stdout.write(
-            self.style.SUCCESS("\nDone. Inspect the runs at /admin/ after `manage.py runserver`.")
+            "   .venv/bin/python manage.py createsuperuser\n"
+            "   .venv/bin/python manage.py runserver\n"
+            "   then open http://127.0.0.1:8000/flows/ (the dashboard) "
+            "or http://127.0.0.1:8000/admin/"
         )
 
     def _place_orders(self) -> list[str]:

@@ -1,0 +1,57 @@
+"""What a newcomer meets first: a worker started before ``migrate`` says so at once, and a
+worker says what it does even when the project configures no logging."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+import durable_flows as df
+from durable_flows.models import Run
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_runflows_before_migrate_says_so_at_once(tmp_path):
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'empty.sqlite3'}",
+    }
+    env.pop("DF_DB_NAME", None)
+    began = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), "runflows"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert time.monotonic() - began < 20
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stderr
+    assert "manage.py migrate" in lines[0]
+    assert "Traceback" not in done.stderr
+
+
+def test_a_worker_without_logging_settings_says_what_it_does(start_worker):
+    (done,) = df.send(df.Event(name="test/one"))
+    (failed,) = df.send(df.Event(name="test/nonretriable"))
+    worker = start_worker("--burst", DJANGO_SETTINGS_MODULE="tests.settings_nolog")
+    assert worker.wait(60) == 0, worker.output()
+    output = worker.output()
+    assert "started: 1 thread(s)" in output and "functions: " in output and "one-step" in output
+    run = Run.objects.get(event_id=done)
+    assert f"run {run.pk} of one-step completed in " in output
+    bad = Run.objects.get(event_id=failed)
+    assert (
+        f"run {bad.pk} of non-retriable failed in step 'charge': NonRetriableError: card declined"
+        in output
+    )
