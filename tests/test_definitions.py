@@ -50,6 +50,15 @@ def test_bad_triggers_fail_with_a_clear_message(trigger, message):
         df.TriggerEvent(**trigger)
 
 
+def test_an_async_function_is_refused_at_decoration_with_a_clear_message():
+    async def handler(ctx):
+        return None
+
+    with pytest.raises(ConfigurationError, match="`async def` functions are not supported yet"):
+        df.function(id="async-one", trigger=df.TriggerEvent(event="a"))(handler)
+    assert registry.get("async-one") is None
+
+
 def test_a_second_function_with_the_same_id_is_refused():
     with pytest.raises(ConfigurationError, match="two durable functions have the id 'one-step'"):
         df.function(id="one-step", trigger=df.TriggerEvent(event="a"))(noop)

@@ -7,6 +7,7 @@ triggered by the failed run's ``function.failed`` event.
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -242,6 +243,12 @@ def function(
     def decorator(fn: Callable[..., Any]) -> Function:
         if not callable(fn):
             raise ConfigurationError(f"@df.function must decorate a callable, got {fn!r}")
+        if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+            raise ConfigurationError(
+                f"durable function {id!r}: `async def` functions are not supported yet; "
+                "define it with `def` (its steps may still call async code through "
+                "asgiref's async_to_sync)"
+            )
         func = Function(
             id=id,
             fn=fn,
