@@ -11,7 +11,7 @@ from django.urls import reverse
 from durable_flows.models import Event, Run
 from durable_flows.testing import run_until_idle
 from tests.conftest import start
-from tests.http_fixtures import PASSWORD, member, staff
+from tests.http_fixtures import PASSWORD, basic, member, staff
 
 __all__ = ["member", "staff"]  # fixtures
 
@@ -166,3 +166,15 @@ def test_an_event_page_refreshes_until_its_runs_have_finished(staff_client):
     run_until_idle()
     page = staff_client.get(url).content.decode()
     assert "data-refresh" not in page and "status-completed" in page
+
+
+def test_staff_by_http_basic_open_the_dashboard_and_wrong_credentials_get_a_401(
+    client, staff, member
+):
+    assert client.get(reverse("durable_flows:dashboard"), **basic(staff)).status_code == 200
+    assert client.get(reverse("durable_flows:functions"), **basic(staff)).status_code == 200
+    assert client.get(reverse("durable_flows:dashboard"), **basic(member)).status_code == 403
+    wrong = {"HTTP_AUTHORIZATION": "Basic " + "c3RhZmY6bm9wZQ=="}  # staff:nope
+    response = client.get(reverse("durable_flows:dashboard"), **wrong)
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"].startswith("Basic")

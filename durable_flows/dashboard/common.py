@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
 from django.apps import apps
+from django.contrib.auth import authenticate
 from django.contrib.auth.views import redirect_to_login
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
@@ -24,7 +26,8 @@ View = Callable[..., HttpResponse]
 
 def requires(rule: str) -> Callable[[View], View]:
     """Staff holding the permission of ``rule`` (``durable_flows.permissions``), as in the
-    admin: anonymous visitors go to the admin's login page, anyone else gets a 403."""
+    admin, signed in by session or by HTTP Basic (as the API): anonymous visitors go to
+    the admin's login page, wrong Basic credentials get a 401, anyone else a 403."""
 
     def decorate(view: View) -> View:
         @wraps(view)
@@ -32,7 +35,14 @@ def requires(rule: str) -> Callable[[View], View]:
             problem = url_problem(request)
             if problem:  # NUL or invalid UTF-8 can name nothing; PostgreSQL refuses NUL
                 return bad_url_response(request, problem)
-            user = request.user
+            user: Any = request.user
+            if not user.is_authenticated and _basic_credentials(request) is not None:
+                user = _basic_user(request)
+                if user is None:
+                    response = HttpResponse("Wrong user name or password.", status=401)
+                    response["WWW-Authenticate"] = 'Basic realm="durable_flows"'
+                    return response
+                request.user = user
             if not user.is_authenticated:
                 try:
                     login_url = reverse("admin:login")
@@ -49,6 +59,23 @@ def requires(rule: str) -> Callable[[View], View]:
         return wrapper
 
     return decorate
+
+
+def _basic_credentials(request: HttpRequest) -> str | None:
+    """The encoded credentials of an ``Authorization: Basic`` header, or None."""
+    scheme, _, value = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+    return value.strip() if scheme.lower() == "basic" else None
+
+
+def _basic_user(request: HttpRequest) -> Any | None:
+    """The active user those credentials name, or None."""
+    try:
+        decoded = base64.b64decode(_basic_credentials(request) or "", validate=True).decode()
+    except (ValueError, UnicodeDecodeError):
+        return None
+    username, _, password = decoded.partition(":")
+    user = authenticate(request, username=username, password=password)
+    return user if user is not None and user.is_active else None
 
 
 def param(request: HttpRequest, name: str) -> str:
