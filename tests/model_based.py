@@ -748,7 +748,7 @@ def check(
         if uncounted:
             problems.append(Finding(index, "crashes counted", uncounted))
         diffs = compare(workers_ref, got, frozenset(crashed))
-        if diffs and sum(charges.values()):
+        if diffs and (sum(charges.values()) or _crashed_by_another(got, crashed, execution)):
             perturbed.append(Finding(index, "perturbed", diffs))
         elif diffs:
             problems.append(Finding(index, "differs", diffs))
@@ -775,6 +775,22 @@ def _charges(
                     have = got["steps"].get(step["name"], [0, 0, 0])[2]
                     charges[got["run"]] += max(0, have - want)
     return +charges
+
+
+def _crashed_by_another(got: dict, crashed: dict[str, int], execution: RealExecution) -> bool:
+    """A ``WorkerCrashed`` failure (of the run or a child) that its own crash steps cannot
+    explain, in a round where other programs' steps killed workers: a worker died holding
+    one of its step tasks between two of the harness's looks."""
+
+    def failed_by_crash(obs: dict) -> bool:
+        return obs.get("error") == "WorkerCrashed" or any(
+            failed_by_crash(child) for child in obs.get("children", {}).values()
+        )
+
+    from tests.model_flows import CRASH_EXIT_CODE
+
+    crash_exits = sum(1 for _, code in execution.deaths if code == CRASH_EXIT_CODE)
+    return failed_by_crash(got) and crash_exits > sum(crashed.values())
 
 
 def _own_crashes(program: dict, obs: dict, directory: Path) -> dict[str, int]:
