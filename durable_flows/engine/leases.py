@@ -21,7 +21,6 @@ from django.db.models import F, Value
 from .. import clock, notify, storage
 from ..exceptions import LeaseLost
 from ..models import Run, RunStatus, new_id
-from ..storage.base import lease_fields
 from . import slots
 
 log = logging.getLogger("durable_flows.worker")
@@ -41,18 +40,10 @@ def claim(
     store = storage.of(using)
     if not slots.limits_claims(function_ids):
         return token, store.claim(worker_id, token, now, queues, function_ids, limit)
-    rows = Run.objects.using(using)
-    runnable = rows.claimable(now, queues, function_ids).order_by("-priority", "available_at", "id")
+    runnable = Run.objects.using(using).claimable(now, queues, function_ids)
     with transaction.atomic(using=using):
-        ids = slots.pick(using, runnable, limit)
-        if not ids:
-            return token, []
-        rows.filter(id__in=ids).update(**lease_fields(worker_id, token, now))
-        claimed = rows.filter(id__in=ids).select_related("event")
-        runs = list(claimed.order_by("-priority", "available_at", "id"))
-    for run in runs:
-        run.fresh = run.started_at == now  # it had none: the claim set it
-    return token, runs
+        ids = slots.pick(using, runnable.order_by("-priority", "available_at", "id"), limit)
+        return token, store.lease(ids, worker_id, token, now) if ids else []
 
 
 WORKER_CRASHED = "WorkerCrashed"

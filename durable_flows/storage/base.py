@@ -46,15 +46,19 @@ class Storage:
         function_ids: list[str],
         limit: int,
     ) -> list[Run]:
-        """Lease up to ``limit`` runnable runs in one transaction; each run's ``fresh``
+        """Lease up to ``limit`` runnable runs in one transaction (see ``lease``)."""
+        with transaction.atomic(using=self.using):
+            return self.lease(self._pick(now, queues, function_ids, limit), worker_id, token, now)
+
+    def lease(self, pick: Any, worker_id: str, token: str, now: datetime) -> list[Run]:
+        """Inside a claim's transaction: lease the runs ``pick`` names (ids, or a subquery
+        of them). Returns them in claim order with their events; each run's ``fresh``
         says whether it had never started (so it has no checkpoints to load)."""
         rows = Run.objects.using(self.using)
-        with transaction.atomic(using=self.using):
-            pick = self._pick(now, queues, function_ids, limit)
-            if not rows.filter(id__in=pick).update(**lease_fields(worker_id, token, now)):
-                return []
-            claimed = rows.filter(status=RunStatus.RUNNING, lease_token=token)
-            runs = list(claimed.select_related("event").order_by("-priority", "available_at", "id"))
+        if not rows.filter(id__in=pick).update(**lease_fields(worker_id, token, now)):
+            return []
+        claimed = rows.filter(status=RunStatus.RUNNING, lease_token=token)
+        runs = list(claimed.select_related("event").order_by("-priority", "available_at", "id"))
         for run in runs:
             run.fresh = run.started_at == now  # it had none: the claim set it
         return runs
