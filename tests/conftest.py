@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -65,6 +66,7 @@ class WorkerProcess:
             env=env,
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # stop() kills what it started, children included
         )
 
     @property
@@ -91,9 +93,9 @@ class WorkerProcess:
         return self.log.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
         self._log_file.close()
 
 

@@ -1,4 +1,5 @@
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -6,7 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, connections
 from django.db.migrations.recorder import MigrationRecorder
 
-from durable_flows import migrations
+from durable_flows import migrations, reloading
 from durable_flows.conf import db_alias
 from durable_flows.worker import Worker
 
@@ -66,6 +67,12 @@ class Command(BaseCommand):
         parser.add_argument(
             "--worker-id", default=None, help="A name for this worker in logs and the admin."
         )
+        parser.add_argument(
+            "--reload",
+            action="store_true",
+            help="Restart when code changes, as runserver does (for development). The runs "
+            "in hand finish their steps first.",
+        )
 
     def handle(
         self,
@@ -74,6 +81,7 @@ class Command(BaseCommand):
         queues: list[str],
         burst: bool,
         worker_id: str | None,
+        reload: bool,
         **options: Any,
     ) -> None:
         if concurrency < 1 or concurrency > 1000:
@@ -87,11 +95,21 @@ class Command(BaseCommand):
                 f"the durable_flows tables are missing or out of date ({len(missing)} "
                 "migration(s) not applied): run `python manage.py migrate` first"
             )
+        if reload and burst:
+            raise CommandError("--reload and --burst do not go together")
+        if reload and not reloading.is_child():
+            try:
+                sys.exit(reloading.supervise())
+            except KeyboardInterrupt:
+                sys.exit(0)
         worker = Worker(concurrency=concurrency, queues=queues, burst=burst, name=worker_id)
         restore_signals = worker.install_signal_handlers()
+        stopped_for_a_change = reloading.watch(worker.stop) if reload else None
         try:
             worker.run()
         finally:
             restore_signals()
+        if stopped_for_a_change is not None and stopped_for_a_change():
+            sys.exit(reloading.RESTART)
         if options["verbosity"] >= 1:
             self.stdout.write(f"runflows: executed {worker.executed} run(s); stopped cleanly")
