@@ -1,7 +1,7 @@
 """durable_flows: Inngest-style durable workflows for Django, in your own database.
 
-The public API (see SPEC.md): decorate functions with ``@function``, send
-events with ``send()``, and run ``python manage.py runflows``.
+The public API: decorate functions with ``@function``, send events with ``send()``
+or start a function with ``start()``, and run ``python manage.py runflows``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,10 @@ __all__ = [
     "Priority",
     "RateLimit",
     "RetryAfterError",
+    "RunCancelledError",
+    "RunFailedError",
+    "RunHandle",
+    "RunNotFound",
     "Singleton",
     "StepError",
     "Throttle",
@@ -30,8 +34,10 @@ __all__ = [
     "__version__",
     "cancel",
     "function",
+    "handle",
     "rerun",
     "send",
+    "start",
 ]
 
 # Importing the package must not import models before Django's app registry
@@ -42,6 +48,9 @@ _LAZY = {
     "send": "durable_flows.events",
     "cancel": "durable_flows.control",
     "rerun": "durable_flows.control",
+    "RunHandle": "durable_flows.handles",
+    "handle": "durable_flows.handles",
+    "start": "durable_flows.handles",
 }
 
 from .definitions.functions import function  # noqa: E402
@@ -59,12 +68,20 @@ from .definitions.options import (  # noqa: E402
     TriggerEvent,
 )
 from .definitions.payloads import Event  # noqa: E402
-from .exceptions import NonRetriableError, RetryAfterError, StepError  # noqa: E402
+from .exceptions import (  # noqa: E402
+    NonRetriableError,
+    RetryAfterError,
+    RunCancelledError,
+    RunFailedError,
+    RunNotFound,
+    StepError,
+)
 
 if TYPE_CHECKING:
     from .control import cancel, rerun
     from .engine.context import Context
     from .events import send
+    from .handles import RunHandle, handle, start
 
 
 def __getattr__(name: str) -> Any:

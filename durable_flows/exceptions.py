@@ -91,7 +91,29 @@ class StepUsageError(NonRetriableError, ValueError):
 
 
 class RunNotFound(DurableFlowsError, LookupError):
-    pass
+    """No run has this id (it never existed, or retention deleted it)."""
+
+
+class RunFailedError(DurableFlowsError):
+    """``RunHandle.result()`` of a run that failed; ``error`` is the run's error dict
+    (``type``, ``message``, and ``step`` when a step failed)."""
+
+    def __init__(self, run_id: str, error: dict[str, Any] | None) -> None:
+        self.run_id = run_id
+        self.error = error or {}
+        kind = self.error.get("type") or "Error"
+        super().__init__(f"run {run_id} failed: {kind}: {self.error.get('message', '')}")
+
+
+class RunCancelledError(DurableFlowsError):
+    """``RunHandle.result()`` of a run that was cancelled (or skipped by flow control);
+    ``error`` says why."""
+
+    def __init__(self, run_id: str, error: dict[str, Any] | None, status: str = "cancelled"):
+        self.run_id = run_id
+        self.error = error or {}
+        reason = self.error.get("message") or status
+        super().__init__(f"run {run_id} was {status}: {reason}")
 
 
 def _checked_retry_after(value: Any) -> Any:

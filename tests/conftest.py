@@ -31,6 +31,15 @@ def effects(key: str, run) -> int:
     return Effect.objects.filter(key=key, run_id=run.pk).count()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _close_result_listeners(django_db_setup, django_db_blocker):
+    """Result waiters' LISTEN connections close before the test databases are dropped."""
+    yield
+    from durable_flows import notify
+
+    notify.close_listeners()
+
+
 @pytest.fixture(autouse=True)
 def _real_clock():
     """Tests may move the engine's clock (durable_flows.testing.advance); put it back."""

@@ -317,4 +317,4 @@ def echo(ctx: df.Context) -> object:
 
 
 # Failing, crashing and slow steps; the programs of tests/model_based.py.
-from . import flows_failures, model_flows  # noqa: E402, F401
+from . import flows_failures, flows_handles, model_flows  # noqa: E402, F401

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from ..exceptions import ConfigurationError
+from ..exceptions import ConfigurationError, StepUsageError
 from .failure import failure_handler
 from .options import (
     Batch,
@@ -161,6 +161,15 @@ class Registry:
     def get(self, function_id: str) -> Function | None:
         return self._functions.get(function_id)
 
+    def resolve(self, function: Any, what: str) -> Function:
+        """The registered function that ``function`` (a durable function or its id)
+        names; ``what`` (say ``"invoke(function=...)"``) starts the error otherwise."""
+        key = function.id if isinstance(function, Function) else function
+        found = self._functions.get(key) if isinstance(key, str) else None
+        if found is None:
+            raise StepUsageError(f"{what} must be a durable function or its id, got {function!r}")
+        return found
+
     def remove(self, function_id: str) -> None:
         self._functions.pop(function_id, None)
 
@@ -182,9 +191,15 @@ registry = Registry()
 
 
 def _triggers(trigger: Any) -> tuple[TriggerEvent | TriggerCron, ...]:
+    """None: a function that is only started, invoked or enqueued."""
+    if trigger is None:
+        return ()
     items = list(trigger) if isinstance(trigger, list | tuple) else [trigger]
     if not items:
-        raise ConfigurationError("a function needs at least one trigger")
+        raise ConfigurationError(
+            "a function needs at least one trigger in `trigger=` (leave `trigger` out "
+            "for a function that is only started, invoked or enqueued)"
+        )
     if len(items) > 10:
         raise ConfigurationError("a function may have at most 10 triggers")
     for item in items:
@@ -198,7 +213,7 @@ def _triggers(trigger: Any) -> tuple[TriggerEvent | TriggerCron, ...]:
 def function(
     *,
     id: str,  # noqa: A002 - the SDK's name
-    trigger: TriggerEvent | TriggerCron | Iterable[TriggerEvent | TriggerCron],
+    trigger: TriggerEvent | TriggerCron | Iterable[TriggerEvent | TriggerCron] | None = None,
     retries: int = 4,
     queue: str = "default",
     name: str | None = None,

@@ -52,6 +52,7 @@ def cancel(run_id: str, using: str, *, error: dict[str, Any] | None = None) -> s
             run = Run.objects.using(using).get(pk=run_id)
             waits.close(run, using, now)
             send_system(_lifecycle_events(run))
+            notify.run_finished(using)
             return "cancelled"
         # A running run keeps the reason until its executor stops it between steps.
         reason = {"error": error} if error else {}
@@ -151,6 +152,7 @@ def finish(
         if close_waits or run.parent_run_id:
             waits.close(run, using, now)
         send_system(_lifecycle_events(run))
+        notify.run_finished(using)
     if status != RunStatus.FAILED:  # ``fail`` says why
         log_finished(run)
 

@@ -215,22 +215,8 @@ def _wait_outcome(exe: Runner, name: str, now: datetime) -> Any:
 # --- invoke ---------------------------------------------------------------------------------
 
 
-def _target(function: Any) -> Function:
-    if isinstance(function, Function):
-        found = registry.get(function.id)
-    elif isinstance(function, str):
-        found = registry.get(function)
-    else:
-        found = None
-    if found is None:
-        raise StepUsageError(
-            f"invoke(function=...) must be a durable function or its id, got {function!r}"
-        )
-    return found
-
-
 def invoke(exe: Runner, step_id: str, *, function: Any, data: Any, timeout: Any) -> Any:
-    target = _target(function)
+    target = registry.resolve(function, "invoke(function=...)")
     if data is None:
         data = {}
     if not isinstance(data, dict):

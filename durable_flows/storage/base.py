@@ -206,9 +206,12 @@ class Storage:
     def notify_work(self) -> None:
         """Inside the transaction that made work runnable: tell the workers listening."""
 
-    def listen(self, wake: Callable[[], None], done: Any) -> None:
-        """Call ``wake`` whenever work is announced, until ``done`` is set (where the
-        database can announce it)."""
+    def notify_finished(self) -> None:
+        """Inside the transaction that finished runs: tell the result waiters listening."""
+
+    def listen(self, wake: Callable[[], None], done: Any, *, finished: bool = False) -> None:
+        """Call ``wake`` whenever work is announced (or, with ``finished``, runs have
+        finished), until ``done`` is set (where the database can announce it)."""
         raise NotImplementedError
 
 

@@ -161,7 +161,7 @@ class PostgresStorage(Storage):
             [row.data["run_id"] for row in rows],
         ]
         result, _ = self.execute(_GROUP_PG, params)
-        ok, watched, done, fenced, cancel = result[0]
+        ok, watched, done, fenced, cancel, _ = result[0]
         return GroupWrite(ok, watched, set(done), set(fenced), set(cancel))
 
     def wait_paths(self, names: set[str]) -> list[tuple[str, str | None]]:
@@ -171,15 +171,20 @@ class PostgresStorage(Storage):
     def notify_work(self) -> None:
         self.execute("SELECT pg_notify(%s, '')", [CHANNEL], prepare=False)
 
-    def listen(self, wake: Callable[[], None], done: Any) -> None:
+    def notify_finished(self) -> None:
+        self.execute("SELECT pg_notify(%s, '')", [FINISHED_CHANNEL], prepare=False)
+
+    def listen(self, wake: Callable[[], None], done: Any, *, finished: bool = False) -> None:
         """On a connection of its own (autocommit), until ``done`` is set; raises
-        ``OperationalError`` when the connection is lost."""
+        ``OperationalError`` when the connection is lost. ``finished``: listen for
+        finished runs instead of new work."""
+        channel = FINISHED_CHANNEL if finished else CHANNEL
         params = connections[self.using].get_connection_params()
         for key in ("cursor_factory", "context", "prepare_threshold", "server_side_binding"):
             params.pop(key, None)
         try:
             with psycopg.connect(**params, autocommit=True) as conn:
-                conn.execute(f"LISTEN {CHANNEL}")
+                conn.execute(f"LISTEN {channel}")
                 wake()  # anything sent while we were not listening
                 while not done.is_set():
                     for _ in conn.notifies(timeout=1.0, stop_after=64):
@@ -233,7 +238,8 @@ class PostgresStorage(Storage):
         return cursor
 
 
-CHANNEL = "durable_flows"
+CHANNEL = "durable_flows"  # work is runnable
+FINISHED_CHANNEL = "durable_flows_finished"  # runs finished (for RunHandle.result)
 _SAVEPOINT = "df_group_step"
 _cursors: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
@@ -357,7 +363,8 @@ _GROUP_PG = f"""
         ARRAY(
             SELECT id FROM fenced WHERE cancel_requested
             UNION ALL (SELECT id FROM held EXCEPT SELECT id FROM done)
-        )
+        ),
+        (SELECT pg_notify('{FINISHED_CHANNEL}', '') FROM (SELECT 1 FROM done LIMIT 1) AS d)
 """  # noqa: S608 - only table names are interpolated
 
 
