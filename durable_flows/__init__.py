@@ -1,7 +1,7 @@
 """durable_flows: Inngest-style durable workflows for Django, in your own database.
 
-The public API (see SPEC.md): decorate functions with ``@function``, send
-events with ``send()``, and run ``python manage.py runflows``.
+The public API (its reference is docs/reference/api.md): decorate functions with
+``@function``, send events with ``send()``, and run ``python manage.py runflows``.
 """
 
 from __future__ import annotations
