@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint bench chaos soak clean
+.PHONY: demo test lint docs bench chaos soak clean
 
 # The demo needs only Python: the runtime dependencies.
 $(STAMP): requirements.txt pyproject.toml
@@ -32,7 +32,12 @@ lint: $(DEV_STAMP)
 	$(BIN)/lint-imports
 	DJANGO_SETTINGS_MODULE=tests.settings $(BIN)/python manage.py makemigrations --check --dry-run
 
-test: $(DEV_STAMP) lint
+# The documentation site (mkdocs.yml; docs/), warnings as errors, into site/.
+# mkdocstrings reads the docstrings statically: Django is not configured.
+docs: $(DEV_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+test: $(DEV_STAMP) lint docs
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(DEV_STAMP)
@@ -49,4 +54,4 @@ soak: $(DEV_STAMP)
 	$(BIN)/python -m tests.model_based --programs 500 --database sqlite
 
 clean:
-	rm -rf $(VENV) db.sqlite3 db.sqlite3-wal db.sqlite3-shm
+	rm -rf $(VENV) site db.sqlite3 db.sqlite3-wal db.sqlite3-shm

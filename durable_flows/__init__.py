@@ -1,7 +1,8 @@
 """durable_flows: Inngest-style durable workflows for Django, in your own database.
 
-The public API: decorate functions with ``@function``, send events with ``send()``
-or start a function with ``start()``, and run ``python manage.py runflows``.
+The public API (its reference is docs/reference/api.md): decorate functions with
+``@function``, send events with ``send()`` or start a function with ``start()``,
+and run ``python manage.py runflows``.
 """
 
 from __future__ import annotations

@@ -21,7 +21,9 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
     except ConfigurationError as exc:
         errors.append(
             checks.Error(
-                str(exc), hint="See the Settings section of the README.", id="durable_flows.E001"
+                str(exc),
+                hint="See the settings reference (docs/reference/settings.md).",
+                id="durable_flows.E001",
             )
         )
         return errors
@@ -59,7 +61,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 "SQLite without immediate transactions: concurrent writers (a worker and "
                 "your web process) can fail with 'database is locked'.",
                 hint="Set DATABASES[...]['OPTIONS'] = {'transaction_mode': 'IMMEDIATE', "
-                "'timeout': 30, 'init_command': 'PRAGMA journal_mode=WAL;'} (see README).",
+                "'timeout': 30, 'init_command': 'PRAGMA journal_mode=WAL;'} "
+                "(see docs/tutorial.md).",
                 id="durable_flows.W003",
             )
         )

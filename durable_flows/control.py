@@ -22,6 +22,9 @@ def cancel(run_id: str) -> Run:
     """Cancel a run: a queued, sleeping or waiting one at once, a running one between steps.
 
     Cancelling a finished run changes nothing. Returns the run as it now is.
+
+    Raises:
+        RunNotFound: No run has this id.
     """
     using = db_alias()
     run = _get(run_id, using)
@@ -34,7 +37,14 @@ def cancel(run_id: str) -> Run:
 
 
 def rerun(run_id: str) -> str:
-    """Start a new run of the same function from the same event; returns its id."""
+    """Start a new run of the same function from the same event; returns its id.
+
+    The new run starts from scratch (no step of the old run is reused); its
+    ``rerun_of`` is the old run.
+
+    Raises:
+        RunNotFound: No run has this id.
+    """
     using = db_alias()
     original = _get(run_id, using)
     now = clock.now()
@@ -65,7 +75,14 @@ class NotRetriable(DurableFlowsError, ValueError):
 
 def retry(run_id: str) -> Run:
     """Resume a failed run from the step that failed it (completed steps are not
-    executed again; the failed step gets its retries anew). Returns the run, queued."""
+    executed again; the failed step gets its retries anew). Returns the run, queued.
+
+    Not exported by ``durable_flows``: ``from durable_flows.control import retry``.
+
+    Raises:
+        RunNotFound: No run has this id.
+        NotRetriable: The run is not failed.
+    """
     using = db_alias()
     run = _get(run_id, using)
     if not outcomes.retry_failed(run_id, using):

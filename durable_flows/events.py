@@ -20,5 +20,15 @@ def send(events: Event | Mapping[str, Any] | Iterable[Event | Mapping[str, Any]]
     stores a new event under a new id (a ULID), and the earlier one is left as
     it was. Inside ``transaction.atomic()`` the events and their runs commit or
     roll back with the caller.
+
+    Args:
+        events: A ``df.Event``, a dict with the same keys, or a list of them.
+
+    Returns:
+        The stored events' ids, one for each item, in order.
+
+    Raises:
+        EventValidationError: An item is not a valid event (nothing was stored).
+        EventTooLargeError: An item is larger than ``MAX_EVENT_BYTES``.
     """
     return outcomes.send(events)

@@ -26,6 +26,8 @@ class EventValidationError(DurableFlowsError, ValueError):
 
 
 class EventTooLargeError(EventValidationError):
+    """An event is larger than ``MAX_EVENT_BYTES``; nothing was stored."""
+
     status_code = 413
 
 
@@ -35,7 +37,12 @@ class WorkerCrashed(DurableFlowsError):
 
 
 class NonRetriableError(DurableFlowsError):
-    """Raise from a step (or the function body) to fail at once, without retries."""
+    """Raise from a step (or the function body) to fail at once, without retries.
+
+    Args:
+        message: Stored as the error's message.
+        cause: Anything that helps explain the failure (kept on the exception).
+    """
 
     def __init__(self, message: str = "", *, cause: Any = None) -> None:
         super().__init__(message)
@@ -48,6 +55,11 @@ class RetryAfterError(DurableFlowsError):
 
     A ``retry_after`` that is not a duration or an aware datetime within range
     raises ``StepUsageError`` here, at the ``raise``: the step fails at once, saying why.
+
+    Args:
+        message: Stored as the attempt's error message.
+        retry_after: When to retry: a duration (``timedelta``, ``"30s"``, or
+            seconds as a number) or a timezone-aware ``datetime``.
     """
 
     def __init__(self, message: str, retry_after: timedelta | str | datetime | int | float) -> None:
@@ -91,7 +103,8 @@ class StepUsageError(NonRetriableError, ValueError):
 
 
 class RunNotFound(DurableFlowsError, LookupError):
-    """No run has this id (it never existed, or retention deleted it)."""
+    """No run has this id (it never existed, or retention deleted it): from
+    ``cancel()``, ``rerun()``, ``retry()`` and ``handle()``."""
 
 
 class RunFailedError(DurableFlowsError):

@@ -1,4 +1,4 @@
-"""The REST API (SPEC §8): every endpoint, who may call it, and bad input."""
+"""The REST API (docs/http.md): every endpoint, who may call it, and bad input."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Field names are the models' (SPEC §7)."""
+"""Field names are the models' (docs/reference/models.md)."""
 
 from __future__ import annotations
 

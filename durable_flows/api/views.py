@@ -1,4 +1,7 @@
-"""SPEC §8's endpoints. Staff (or ``API_PERMISSION_CLASSES``) everywhere; event keys may send."""
+"""The REST API's endpoints (docs/http.md).
+
+Staff (or ``API_PERMISSION_CLASSES``) everywhere; event keys may send.
+"""
 
 from __future__ import annotations
 

@@ -37,7 +37,11 @@ _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,254}$")
 
 @dataclass
 class Function:
-    """A registered durable function. Call ``.fn`` directly to bypass the engine."""
+    """A registered durable function, made by ``@df.function``.
+
+    Pass it to ``ctx.step.invoke(function=...)``. Call ``.fn`` directly to
+    bypass the engine. Its fields hold the options given to ``@df.function``.
+    """
 
     id: str
     fn: Callable[..., Any]
@@ -230,7 +234,46 @@ def function(
     on_failure: Callable[..., Any] | None = None,
     **options: Any,
 ) -> Callable[[Callable[..., Any]], Function]:
-    """Register ``fn(ctx)`` as a durable function. Bad options fail here, at import."""
+    """Register ``fn(ctx)`` as a durable function (a decorator). Bad options fail here, at import.
+
+    ```python
+    @df.function(id="fulfil-order", trigger=df.TriggerEvent(event="shop/order.placed"))
+    def fulfil_order(ctx: df.Context) -> dict: ...
+    ```
+
+    The decorated name is bound to a [`Function`][durable_flows.definitions.functions.Function];
+    every option is checked when the module is imported and raises
+    ``ConfigurationError`` there, never later in the worker. ``async def``
+    functions are refused (not supported yet).
+
+    Args:
+        id: The function's stable id (1-255 letters, digits and ``._:/-``). Runs
+            are stored under it: keep it when you rename the Python function.
+        trigger: What starts a run: a ``TriggerEvent``, a ``TriggerCron``, or a
+            list of up to 10 of them.
+        retries: Retries of a failing step (or function body) after its first
+            attempt, 0-20; 4 means 5 attempts. A worker crash counts as an attempt.
+        queue: The queue its runs go to; ``runflows --queue NAME`` takes only
+            the queues it is given.
+        name: A human-readable name for the admin and the dashboard (default:
+            the Python function's name).
+        concurrency: One or two ``Concurrency`` limits on runs executing at once.
+        throttle: A ``Throttle``: spread run starts out over time; none dropped.
+        rate_limit: A ``RateLimit``: runs beyond the limit are skipped.
+        debounce: A ``Debounce``: one run with the last of a burst of events.
+        batch_events: A ``Batch``: one run for many events (``ctx.events``).
+        priority: A ``Priority``: runs with a higher value start first.
+        idempotency: A CEL expression: at most one run per value per 24 h.
+        singleton: A ``Singleton``: at most one active run per key.
+        cancel: One or a list of up to 5 ``Cancel`` rules: events that cancel a run.
+        timeouts: ``Timeouts``: cancel a run not started, or not finished, in time.
+        on_failure: ``handler(ctx, error)``, called (as a companion durable
+            function ``<id>-failure``) when a run of this function fails for good.
+        **options: Refused: an unknown option is a ``ConfigurationError``.
+
+    Returns:
+        The decorator, which returns the registered ``Function``.
+    """
     if not isinstance(id, str) or not _ID_RE.match(id):
         raise ConfigurationError(
             f"function id must be 1-255 characters of letters, digits and ._:/- , got {id!r}"

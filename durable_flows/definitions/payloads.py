@@ -44,7 +44,17 @@ class StoredEvent(Protocol):
 
 @dataclass
 class Event:
-    """An event to send, or the event a run received (``ctx.event``)."""
+    """An event to send, or the event a run received (``ctx.event``).
+
+    Attributes:
+        name: The event's name, such as ``"shop/order.placed"``; names beginning
+            ``durable_flows/`` are reserved for the app's own events.
+        data: A JSON object (at most ``MAX_EVENT_BYTES`` with the rest of the event).
+        id: A sender's id: the same id sent again within ``EVENT_DEDUP_SECONDS``
+            stores nothing and starts nothing. On a received event: its stored id.
+        ts: When the event happened, in milliseconds since the epoch or as an aware
+            ``datetime``; a time in the future delays the runs it starts. Default: now.
+    """
 
     name: str
     data: dict[str, Any] = field(default_factory=dict)

@@ -44,7 +44,27 @@ class Steps:
         """Run ``fn(*args)`` once and return its (JSON) result, memoized across replays.
 
         With ``atomic=True`` the function's database writes and the checkpoint
-        commit in one transaction.
+        commit in one transaction: its writes to the ``DATABASE`` alias happen
+        exactly once. Use ``atomic=False`` for calls to other systems: they are
+        at-least-once (give them an idempotency key).
+
+        A step that raises is retried with back-off under the function's
+        ``retries``; ``df.NonRetriableError`` fails it at once and
+        ``df.RetryAfterError`` picks the time of the next attempt.
+
+        Args:
+            step_id: The step's name within the run. A name repeated in a loop is
+                recorded as ``id``, ``id:1``, ...
+            fn: The step's code, called as ``fn(*args)``.
+            *args: JSON values passed to ``fn``.
+            atomic: Whether ``fn`` runs in the checkpoint's transaction.
+
+        Returns:
+            ``fn``'s result, a JSON value (stored, never pickled).
+
+        Raises:
+            StepError: The step failed for good (retries exhausted or not
+                retriable); the function may catch it.
         """
         if not callable(fn):
             raise TypeError(f"ctx.step.run({step_id!r}, fn): fn must be callable, got {fn!r}")
@@ -55,12 +75,22 @@ class Steps:
 
         Durable: the run holds no worker while it sleeps, and wakes when due even
         if every worker was restarted meanwhile.
+
+        Args:
+            step_id: The step's name within the run.
+            duration: How long to sleep: a ``timedelta`` or a string such as ``"30s"``.
         """
         until, delta = waiting.sleep_args(duration=duration)
         waiting.sleep(self._execution, step_id, until, delta)
 
     def sleep_until(self, step_id: str, when: datetime) -> None:
-        """Pause the run until ``when`` (a timezone-aware ``datetime``)."""
+        """Pause the run until ``when`` (a timezone-aware ``datetime``); a time in the
+        past returns at once.
+
+        Args:
+            step_id: The step's name within the run.
+            when: A timezone-aware ``datetime``.
+        """
         until, delta = waiting.sleep_args(when=when)
         waiting.sleep(self._execution, step_id, until, delta)
 
@@ -75,16 +105,33 @@ class Steps:
     ) -> Event | None:
         """Wait for the first event named ``event`` sent after the wait began, or None at timeout.
 
-        ``match="data.user_id"``: the event's ``data.user_id`` equals this run's
-        event's; ``if_exp``: a CEL condition over ``event`` (this run's event) and
-        ``async`` (the candidate).
+        Args:
+            step_id: The step's name within the run.
+            event: The name of the event to wait for (no wildcard).
+            timeout: How long to wait: a ``timedelta`` or a string such as ``"3d"``.
+            match: A dotted path such as ``"data.user_id"``: the awaited event's
+                value there must equal this run's event's.
+            if_exp: A CEL condition over ``event`` (this run's event) and
+                ``async`` (the candidate).
+
+        Returns:
+            The matching event, or ``None`` when the timeout passed first.
         """
         return waiting.wait_for_event(
             self._execution, step_id, event=event, timeout=timeout, match=match, if_exp=if_exp
         )
 
     def send_event(self, step_id: str, events: Any) -> list[str]:
-        """Send one event or a list, once (the ids are memoized); returns the event ids."""
+        """Send one event or a list, once (the ids are memoized); returns the event ids.
+
+        Args:
+            step_id: The step's name within the run.
+            events: A ``df.Event`` (or a dict with ``name``, ``data``, ...) or a
+                list of them.
+
+        Returns:
+            The stored events' ids, in order, as ``df.send()`` returns them.
+        """
         return waiting.send_event(self._execution, step_id, events)
 
     def invoke(
@@ -96,7 +143,23 @@ class Steps:
         timeout: timedelta | str | None = None,
     ) -> Any:
         """Start ``function`` (a durable function or its id) with ``data`` as its event's data,
-        and return its result; a failed or timed-out child raises ``df.StepError``."""
+        and return its result; a failed or timed-out child raises ``df.StepError``.
+
+        The run holds no worker while the child runs.
+
+        Args:
+            step_id: The step's name within the run.
+            function: The ``Function`` made by ``@df.function``, or its id.
+            data: The ``data`` of the child's ``durable_flows/function.invoked`` event.
+            timeout: Give up waiting after this long (``StepError``); ``None``
+                waits as long as the child takes.
+
+        Returns:
+            The child run's return value.
+
+        Raises:
+            StepError: The child failed or the timeout passed.
+        """
         return waiting.invoke(
             self._execution, step_id, function=function, data=data, timeout=timeout
         )
@@ -113,27 +176,58 @@ class Group:
 
         New steps among them are executed side by side by any free workers, each
         retried on its own; the run holds no worker while it waits for them.
+
+        ```python
+        a, b = ctx.group.parallel((
+            lambda: ctx.step.run("fetch-a", fetch_a),
+            lambda: ctx.step.run("fetch-b", fetch_b),
+        ))
+        ```
+
+        Args:
+            callables: A sequence of callables without arguments, each of which
+                calls ``ctx.step.run`` (or another step).
+
+        Returns:
+            Their results, in the order of ``callables``.
         """
         self._execution.leave_group()
         return run_group(self._execution, callables)
 
 
 class Context:
-    """The argument of every durable function."""
+    """The argument of every durable function, ``ctx``.
+
+    ``ctx.step`` makes the steps ([`Steps`][durable_flows.engine.context.Steps]),
+    ``ctx.group`` runs steps in parallel ([`Group`][durable_flows.engine.context.Group]).
+    """
 
     def __init__(self, execution: Runner, event: Event | None, events: list[Event]) -> None:
         run = execution.run
         self.event = event
+        """The event that started the run (the first of a batch; a cron tick's is
+        ``durable_flows/scheduled.timer``)."""
         self.events = events
+        """Every event of the run: a batch's events (``batch_events=``), else ``[event]``."""
         self.run_id: str = run.pk
+        """The run's id (a ULID): with the step's name, a good idempotency key."""
         self.function_id: str = run.function_id
+        """The id given to ``@df.function``."""
         self.attempt: int = run.attempt
+        """How many attempts of the code outside steps have failed so far (0 at first)."""
         self.logger = _run_logger(execution)
+        """A ``logging.Logger`` (``durable_flows.run.<function id>``) that does not
+        repeat its lines when the function is replayed."""
         # Set in on_failure handlers: the failed run's id and its function.failed event.
         self.failed_run_id: str | None = None
+        """In an ``on_failure`` handler: the id of the run that failed."""
         self.failed_event: Event | None = None
+        """In an ``on_failure`` handler: the event that started the failed run."""
         self.step = Steps(execution)
+        """The step API: ``run``, ``sleep``, ``sleep_until``, ``wait_for_event``,
+        ``send_event``, ``invoke``."""
         self.group = Group(execution)
+        """``parallel``: steps executed at the same time."""
 
     def __repr__(self) -> str:
         return f"<Context {self.function_id} run={self.run_id}>"

@@ -13,6 +13,8 @@ from .ids import FlowManager, new_id
 
 
 class RunStatus(models.TextChoices):
+    """``Run.status``."""
+
     QUEUED = "queued", "Queued"
     """Waiting for a worker (now, or at ``available_at``)."""
     RUNNING = "running", "Running"
@@ -50,6 +52,9 @@ class RunQuerySet(models.QuerySet):
 
 
 class Run(models.Model):
+    """One execution of a durable function, started by an event (or a cron tick,
+    an invoke, a rerun). Its steps are ``run.steps``, in ``position`` order."""
+
     id = models.CharField(primary_key=True, max_length=26, default=new_id, editable=False)
     function_id = models.CharField(max_length=255)
     status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED)

@@ -9,6 +9,8 @@ from .runs import Run
 
 
 class StepKind(models.TextChoices):
+    """Which ``ctx.step`` method made the step."""
+
     RUN = "run", "Run"
     SLEEP = "sleep", "Sleep"
     WAIT_FOR_EVENT = "wait_for_event", "Wait for event"
@@ -17,6 +19,8 @@ class StepKind(models.TextChoices):
 
 
 class StepStatus(models.TextChoices):
+    """``Step.status``."""
+
     RUNNING = "running", "Running"
     """Attempted and failed at least once; a retry is scheduled."""
     WAITING = "waiting", "Waiting"
@@ -28,6 +32,9 @@ class StepStatus(models.TextChoices):
 
 
 class Step(models.Model):
+    """A run's checkpoint: one ``ctx.step`` call, unique per (run, name), with its
+    memoized ``output`` or its ``error``."""
+
     # Looked up by run through the (run, name) unique index: no index of its own.
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="steps", db_index=False)
     name = models.CharField(max_length=300)
