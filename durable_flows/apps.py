@@ -16,3 +16,18 @@ class DurableFlowsConfig(AppConfig):
         logs.install()  # event keys are masked in request logs
         flow_settings.check()  # unknown or malformed DURABLE_FLOWS keys fail at start-up
         autodiscover_modules("flows")
+        if _tasks_backend_configured():
+            # Task functions register as durable functions when their module is
+            # imported: a worker imports the apps' ``tasks`` modules, as it does ``flows``.
+            autodiscover_modules("tasks")
+
+
+def _tasks_backend_configured() -> bool:
+    from django.conf import settings
+
+    backends = getattr(settings, "TASKS", None) or {}
+    return any(
+        isinstance(options, dict)
+        and options.get("BACKEND") == "durable_flows.tasks.DurableFlowsBackend"
+        for options in backends.values()
+    )

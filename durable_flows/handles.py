@@ -11,6 +11,7 @@ process, shared by every waiting handle) and by polling on SQLite.
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -128,6 +129,20 @@ def start(
     nothing.
     """
     target = registry.resolve(function, "start(function=...)")
+    return start_run(target, data, id=id)
+
+
+def start_run(
+    target: Function,
+    data: dict[str, Any] | None,
+    *,
+    id: str | None = None,  # noqa: A002 - as start()'s
+    queue: str | None = None,
+    priority: int = 0,
+    available_at: datetime | None = None,
+) -> RunHandle:
+    """``start()`` with the run's queue, priority and earliest start given (the Tasks
+    backend's ``queue_name``, ``priority`` and ``run_after``)."""
     item = normalise({"name": INVOKED_EVENT, "data": data, "id": id}, 0, system=True)
     using = db_alias()
     now = clock.now()
@@ -135,7 +150,9 @@ def start(
         ids, stored = inbox.store([item], using)
         if not stored:  # a duplicate within the window: the first run stands
             return RunHandle(_first_run(ids[0], target, using), using=using)
-        run = Run.start(target, stored[0], now)
+        run = Run.start(target, stored[0], now, max(available_at or now, now), priority=priority)
+        if queue is not None:
+            run.queue = queue
         run.save(using=using, force_insert=True)
         waits.arm_cancel_rules([run], using)
         notify.work_available(using)

@@ -12,7 +12,20 @@ import environ
 from project.settings import *  # noqa: F403
 from project.settings import BASE_DIR, INSTALLED_APPS
 
-INSTALLED_APPS = [*INSTALLED_APPS, "tests"]
+INSTALLED_APPS = [*INSTALLED_APPS, "django_tasks", "tests"]
+
+# Django's Tasks framework (the django-tasks backport on Django 5.2) on durable_flows.
+TASKS = {
+    "default": {
+        "BACKEND": "durable_flows.tasks.DurableFlowsBackend",
+        "QUEUES": ["default", "emails"],
+        "OPTIONS": {"retries": 0},
+    },
+    "retrying": {
+        "BACKEND": "durable_flows.tasks.DurableFlowsBackend",
+        "OPTIONS": {"retries": 2},
+    },
+}
 
 _url = os.environ.get("DATABASE_URL") or "sqlite:///" + os.path.join(
     tempfile.gettempdir(), "durable_flows_dev.sqlite3"

@@ -38,12 +38,14 @@ def retry_at(exc: BaseException, failures: int, retries: int) -> datetime | None
 
 
 def error_dict(exc: BaseException) -> dict[str, Any]:
-    """An exception as stored JSON: ``type``, ``message`` and ``traceback``."""
+    """An exception as stored JSON: ``type``, ``message``, ``traceback``, and ``class``
+    (its import path, as the Tasks framework's ``exception_class_path``)."""
     if isinstance(exc, StepError) and exc.error:
         return dict(exc.error)
     message = getattr(exc, "message", None) or str(exc)
     return {
         "type": type(exc).__name__,
+        "class": f"{type(exc).__module__}.{type(exc).__qualname__}",
         "message": str(message),
         "traceback": "".join(traceback.format_exception(exc)),
     }
