@@ -43,3 +43,8 @@ def step_typos(ctx: df.Context) -> object:
         except TypeError as exc:
             return str(exc)
     return ctx.step.run("add", _add, 1, 2, atomc=False)
+
+
+@df.function(id="invoke-not-json", trigger=df.TriggerEvent(event="test/invoke-not-json"))
+def invoke_not_json(ctx: df.Context) -> object:
+    return ctx.step.invoke("call", function="child", data={"at": [datetime(2030, 1, 2)]})
