@@ -44,6 +44,17 @@ def parse_duration(value: timedelta | str | int | float, *, what: str = "duratio
     return value if isinstance(value, timedelta) else timedelta(seconds=seconds)
 
 
+def describe_duration(delta: timedelta) -> str:
+    """``delta`` in words, to the second: "30 days", "12 hours", "1 day 6 hours"."""
+    remaining = round(delta.total_seconds())
+    parts = []
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
+        count, remaining = divmod(remaining, size)
+        if count:
+            parts.append(f"{count} {unit}" + ("s" if count != 1 else ""))
+    return " ".join(parts) or "0 seconds"
+
+
 def _parse_text(value: str, what: str) -> float:
     text = value.strip().replace(" ", "")
     if text == "0":  # zero is zero in every unit, as the number 0 is

@@ -87,7 +87,9 @@ class NonDeterminismError(DurableFlowsError):
 
 
 class StepOutputError(NonRetriableError):
-    """A step or function result is not JSON-serialisable or is too large."""
+    """A step's or function's result is not JSON (the message names the function, the
+    step, the type and where it is) or is too large: a mistake in the code, so the run
+    fails at once, without retries."""
 
 
 class TooManyStepsError(NonRetriableError):
@@ -100,6 +102,11 @@ class NestedStepError(NonRetriableError):
 
 class StepUsageError(NonRetriableError, ValueError):
     """A step was called with bad arguments (a bad duration, an unknown function...)."""
+
+
+class StepArgumentError(NonRetriableError, TypeError):
+    """A step was called with an argument it does not take (an unknown keyword, a ``fn``
+    that is not callable): raised at the call, and the run fails without retries."""
 
 
 class RunNotFound(DurableFlowsError, LookupError):

@@ -1,7 +1,8 @@
-"""Events arriving over HTTP: body size limit, shape checks, and Inngest's id seed.
+"""Events arriving over HTTP: JSON only, body size limit, shape checks, and Inngest's id seed.
 
 Shared by ``POST api/events/`` (DRF) and ``POST /e/<key>`` (Inngest's Event API),
-so both refuse the same bad input with the same messages.
+so both refuse the same bad input with the same messages. Both take JSON only,
+as Inngest's Event API does: a body of any other ``Content-Type`` is a 415.
 """
 
 from __future__ import annotations
@@ -20,10 +21,28 @@ from .events import send
 from .exceptions import EventTooLargeError, EventValidationError
 
 MAX_EVENTS_PER_REQUEST = 5000
+JSON_MEDIA_TYPE = "application/json"
 
 
 class MalformedBody(EventValidationError):
     """The body is not JSON (NaN and Infinity are not JSON either)."""
+
+
+class UnsupportedContentType(EventValidationError):
+    """The request says its body is not JSON (form-encoded, text...)."""
+
+    status_code = 415
+
+
+def check_content_type(content_type: str | None) -> None:
+    """Refuse a body whose ``Content-Type`` (parameters such as ``charset`` aside) is not
+    ``application/json``."""
+    media_type = (content_type or "").split(";", 1)[0].strip().lower()
+    if media_type != JSON_MEDIA_TYPE:
+        given = repr(media_type) if media_type else "none"
+        raise UnsupportedContentType(
+            f"events are sent as JSON: the Content-Type must be {JSON_MEDIA_TYPE}, not {given}"
+        )
 
 
 def body_limit() -> int:
@@ -124,4 +143,7 @@ def send_payload(payload: Any, *, id_seed: str | None = None) -> list[str]:
 
 
 def send_request(request: HttpRequest, *, id_seed: str | None = None) -> list[str]:
-    return send_payload(parse(read_body(request)), id_seed=id_seed)
+    raw = read_body(request)
+    if raw:  # an empty body is refused as such by parse(), whatever it claims to be
+        check_content_type(request.content_type)
+    return send_payload(parse(raw), id_seed=id_seed)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from datetime import UTC
 
 from . import clock
 from .conf import db_alias
@@ -18,8 +19,24 @@ def hash_key(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
+class KeyNameTaken(ValueError):
+    """An active event key already has the name asked for."""
+
+
 def create_key(name: str) -> tuple[EventKey, str]:
-    """Store a new key named ``name``; returns the row and the raw key (not stored anywhere)."""
+    """Store a new key named ``name``; returns the row and the raw key (not stored anywhere).
+
+    A name belongs to one active key, so that the admin's list tells keys apart:
+    ``KeyNameTaken`` if an active key has it (a revoked key's name may be used again).
+    """
+    taken = EventKey.objects.active().filter(name=name).first()
+    if taken is not None:
+        raise KeyNameTaken(
+            f"an event key named {name!r} already exists (prefix {taken.prefix}, created "
+            f"{taken.created_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC); nothing was created. "
+            "To replace it, revoke it in the admin (Event keys, action 'Revoke selected "
+            "event keys') and run this again, or give the new key another name"
+        )
     raw = KEY_PREFIX + secrets.token_urlsafe(32)
     key = EventKey(name=name, prefix=raw[:PREFIX_LENGTH], key_hash=hash_key(raw))
     key.save(using=db_alias())

@@ -203,11 +203,39 @@ def test_more_than_5000_events_in_one_request_is_refused(client, event_key):
     assert post(client, "/events/", [{"name": "n"}] * 5000, **bearer(event_key)).status_code == 201
 
 
-def test_a_body_that_is_not_json_content_is_415(client, event_key):
-    response = client.post(
-        API + "/events/", "name=x", content_type="text/plain", **bearer(event_key)
-    )
+NOT_JSON = [
+    ("application/x-www-form-urlencoded", "not 'application/x-www-form-urlencoded'"),
+    ("text/plain; charset=utf-8", "not 'text/plain'"),
+    ("", "not none"),
+]
+
+
+@pytest.mark.parametrize(("content_type", "says"), NOT_JSON)
+def test_a_body_that_is_not_json_content_is_415(client, event_key, content_type, says):
+    body = '{"name": "test/one"}'
+    response = client.post(API + "/events/", body, content_type=content_type, **bearer(event_key))
     assert response.status_code == 415
+    assert response.json()["error"] == (
+        f"events are sent as JSON: the Content-Type must be application/json, {says}"
+    )
+    assert not Event.objects.exists()
+
+
+@pytest.mark.parametrize(("content_type", "says"), NOT_JSON)
+def test_inngests_event_api_takes_json_only_too(client, event_key, content_type, says):
+    response = client.post(f"/e/{event_key}", "name=test/one", content_type=content_type)
+    assert response.status_code == 415
+    assert response.json() == {
+        "ids": [],
+        "status": 415,
+        "error": f"events are sent as JSON: the Content-Type must be application/json, {says}",
+    }
+    assert not Event.objects.exists()
+    # Parameters of the JSON media type are fine.
+    ok = client.post(
+        f"/e/{event_key}", '{"name": "test/one"}', content_type="application/json; charset=utf-8"
+    )
+    assert ok.status_code == 200 and Event.objects.count() == 1
 
 
 # --- reading -----------------------------------------------------------------------
@@ -231,8 +259,14 @@ def test_runs_are_paginated_newest_first_and_filterable(client, staff):
     assert ids_for("event_name=test/three") == {second.pk}
     assert first.pk in ids_for("status=completed")
     assert ids_for("status=failed") == set()
-    bad = client.get(API + "/runs/?status=exploded")
-    assert bad.status_code == 400 and "error" in bad.json()
+
+
+def test_a_bad_choice_in_a_filter_is_drfs_field_error_without_python_reprs(client, staff):
+    client.force_login(staff)
+    bad = client.get(API + "/runs/?status=bogus&function_id=x")
+    assert bad.status_code == 400
+    message = "Select a valid choice. bogus is not one of the available choices."
+    assert bad.json() == {"status": [message], "error": f"status: {message}"}
 
 
 def test_a_run_has_its_steps_in_order_with_the_models_field_names(client, staff):

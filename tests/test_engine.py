@@ -131,7 +131,67 @@ def test_a_result_that_is_not_json_fails_the_step_without_retry(execute):
     assert run.status == "failed"
     step = run.steps.get()
     assert step.attempts == 1
-    assert "not JSON-serialisable" in step.error["message"]
+    assert step.error["message"] == (
+        "step 'set' of function 'bad-output' returned a value that is not JSON: set at result"
+    )
+
+
+NOT_JSON = {
+    "datetime": "step 'charge' of function 'charge-order' returned a value that is not JSON: "
+    "datetime at result['when']",
+    "nested": "step 'charge' of function 'charge-order' returned a value that is not JSON: "
+    "Decimal at result['items'][1]['paid']",
+    "function": "function 'charge-order' returned a value that is not JSON: "
+    "datetime at result['done'][1]",
+}
+
+
+@pytest.mark.parametrize("shape", NOT_JSON)
+def test_a_value_that_is_not_json_is_named_with_its_step_function_type_and_path(execute, shape):
+    """A programming error, like NonRetriableError: the run fails at once though the
+    function has retries=2, and its error points at the value, not into the engine."""
+    run = start("test/not-json", shape=shape)
+    execute()
+    run.refresh_from_db()
+    assert (run.status, run.attempt) == ("failed", 0)
+    assert effects("charge-order-body", run) == 1
+    assert run.error["type"] == "StepOutputError"
+    assert run.error["message"] == NOT_JSON[shape]
+    assert (
+        run.error["traceback"] == f"durable_flows.exceptions.StepOutputError: {NOT_JSON[shape]}\n"
+    )
+    if shape != "function":
+        step = run.steps.get(name="charge")
+        assert (step.status, step.attempts, step.error) == ("failed", 1, run.error)
+
+
+TYPO = (
+    "ctx.step.run('add', ...) got unexpected keyword argument {named}. Its keywords are its "
+    "own options (atomic=); fn's arguments go positionally after fn, as in "
+    "ctx.step.run('add', fn, 1, 2), and for keyword arguments pass functools.partial(fn, b=2) "
+    "or a lambda"
+)
+
+
+def test_an_unknown_keyword_to_a_step_fails_the_run_at_the_call_without_retries(execute):
+    run = start("test/step-typo")
+    execute()
+    run.refresh_from_db()
+    assert (run.status, run.attempt) == ("failed", 0)
+    assert effects("step-typos-body", run) == 1  # the body was not retried
+    assert not run.steps.exists()
+    assert run.error["type"] == "StepArgumentError"
+    assert run.error["message"] == TYPO.format(named="'atomc' (did you mean 'atomic'?)")
+    assert 'ctx.step.run("add", _add, 1, 2, atomc=False)' in run.error["traceback"]
+
+
+def test_an_unknown_keyword_to_a_step_is_a_type_error_the_function_may_catch(execute):
+    run = start("test/step-typo", catch=True)
+    execute()
+    run.refresh_from_db()
+    assert run.status == "completed", run.error
+    assert run.output == TYPO.format(named="'b'")
+    assert not run.steps.exists()
 
 
 @override_settings(DURABLE_FLOWS={"MAX_STEP_OUTPUT_BYTES": 10, "RETRY_BACKOFF_SECONDS": (0,)})

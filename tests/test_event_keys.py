@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from datetime import UTC
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -56,3 +57,22 @@ def test_a_name_is_required():
     with pytest.raises(CommandError):
         call_command("createeventkey", "   ", stdout=io.StringIO())
     assert not EventKey.objects.exists()
+
+
+def test_a_second_key_of_one_name_is_refused_and_nothing_is_created():
+    _, raw = create("billing")
+    first = EventKey.objects.get()
+    with pytest.raises(CommandError) as refused:
+        create("billing")
+    assert str(refused.value) == (
+        f"an event key named 'billing' already exists (prefix {first.prefix}, created "
+        f"{first.created_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC); nothing was created. To "
+        "replace it, revoke it in the admin (Event keys, action 'Revoke selected event keys') "
+        "and run this again, or give the new key another name"
+    )
+    assert list(EventKey.objects.all()) == [first]
+    assert authenticate(raw) == first
+    # Once revoked, its name is free for the key that replaces it.
+    revoke(EventKey.objects.all())
+    _, new = create("billing")
+    assert authenticate(new).name == "billing" and EventKey.objects.count() == 2

@@ -9,6 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 
 import durable_flows as df
+from durable_flows.exceptions import EventValidationError
 from durable_flows.models import Event, Run
 from durable_flows.testing import advance, run_until_idle
 
@@ -177,8 +178,11 @@ def test_a_future_ts_delays_the_runs():
         ({"name": "a", "id": 7}, "'id' must be a non-empty string, not int"),
         ({"name": "durable_flows/function.finished"}, "reserved"),
         ({"name": "a", "data": [1]}, "'data' must be a JSON object, not list"),
-        ({"name": "a", "data": {"x": float("nan")}}, "not JSON-serialisable"),
-        ({"name": "a", "data": {"x": object()}}, "not JSON-serialisable"),
+        (
+            {"name": "a", "data": {"x": float("nan")}},
+            r"'data' is not JSON: float nan at data\['x'\]",
+        ),
+        ({"name": "a", "data": {"x": object()}}, r"'data' is not JSON: object at data\['x'\]"),
         ({"name": "a", "ts": "yesterday"}, "'ts' must be an integer of milliseconds"),
         ({"name": "a", "ts": datetime(2030, 1, 1)}, "timezone-aware"),
         ({"name": "a", "ts": 1.7e12}, "'ts' must be an integer of milliseconds .* not float"),
@@ -196,6 +200,19 @@ def test_bad_events_are_refused_clearly_and_nothing_is_stored(event, message):
         df.send([{"name": "test/one"}, event])
     assert not Event.objects.exists()
     assert not Run.objects.exists()
+
+
+def test_event_data_that_is_not_json_is_named_with_the_event_and_the_path():
+    placed = {"order": {"id": 7, "placed_at": datetime(2030, 1, 2, tzinfo=UTC)}}
+    with pytest.raises(EventValidationError) as refused:
+        df.send(df.Event(name="shop/order.placed", data=placed))
+    assert str(refused.value) == (
+        "event 'shop/order.placed': 'data' is not JSON: datetime at data['order']['placed_at']"
+    )
+    with pytest.raises(EventValidationError) as refused:
+        df.send([{"name": "test/one"}, {"name": "test/three", "data": {"tags": [1, {2}]}}])
+    assert str(refused.value) == "event 1 'test/three': 'data' is not JSON: set at data['tags'][1]"
+    assert not Event.objects.exists()
 
 
 def test_an_event_over_max_event_bytes_is_refused():

@@ -68,7 +68,7 @@ def test_send_stores_everything_or_nothing(batch):
         (nested(5000), "nested too deeply"),
         ({"s": "\ud800"}, "unpaired surrogate"),
         ({"s": "a\x00b"}, "NUL"),
-        ({"n": float("inf")}, "not JSON-serialisable"),
+        ({"n": float("inf")}, r"'data' is not JSON: float inf at data\['n'\]"),
     ],
 )
 def test_hostile_data_is_refused_clearly(data, message):

@@ -98,6 +98,18 @@ def test_invoking_an_unknown_function_fails_clearly():
     assert "no-such-function" in run.error["message"]
 
 
+def test_invoke_data_that_is_not_json_fails_clearly_and_starts_no_child():
+    run = start("test/invoke-not-json")
+    run_until_idle()
+    run.refresh_from_db()
+    assert (run.status, run.attempt, run.error["type"]) == ("failed", 0, "StepOutputError")
+    assert run.error["message"] == (
+        "step 'call' of function 'invoke-not-json' invoked 'child' with data that is not JSON: "
+        "datetime at data['at'][0]"
+    )
+    assert not Run.objects.filter(parent_run=run).exists()
+
+
 def test_with_one_worker_thread_the_parent_does_not_block_its_child(start_worker):
     # One runflows thread: were the waiting parent holding it, the child could never run.
     parents = [start("test/parent", child={"n": n}) for n in range(3)]

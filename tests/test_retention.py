@@ -7,6 +7,7 @@ from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.test import override_settings
 from django.utils import timezone
 
 import durable_flows as df
@@ -35,7 +36,7 @@ def test_pruneflows_deletes_old_finished_runs_their_steps_and_orphan_events():
     Event.objects.filter(pk=queued_event).update(received_at=timezone.now() - timedelta(days=40))
     out = StringIO()
     call_command("pruneflows", "--older-than", "30d", "--batch-size", "2", stdout=out)
-    assert "pruned 3 run(s)" in out.getvalue()
+    assert out.getvalue() == "pruned 3 run(s) and 3 event(s) older than 30 days\n"
     remaining = set(Run.objects.values_list("pk", flat=True))
     assert {r.pk for r in runs[3:]} | {queued.pk} <= remaining
     assert not remaining & {r.pk for r in runs[:3]}
@@ -47,8 +48,33 @@ def test_pruneflows_deletes_old_finished_runs_their_steps_and_orphan_events():
 
 @pytest.mark.parametrize(
     ("args", "message"),
-    [(["--older-than", "soon"], "not a duration"), (["--older-than", "1h"], "at least")],
+    [
+        (["--older-than", "soon"], "--older-than 'soon' is not a duration"),
+        (
+            ["--older-than", "1h"],
+            "--older-than (1 hour) must be at least the event deduplication window (1 day): "
+            "younger events still deduplicate resent ids",
+        ),
+    ],
 )
 def test_pruneflows_refuses_bad_arguments(args, message):
-    with pytest.raises(CommandError, match=message):
+    with pytest.raises(CommandError) as refused:
         call_command("pruneflows", *args)
+    assert str(refused.value).startswith(message)
+    assert "0:00" not in str(refused.value)
+
+
+@override_settings(DURABLE_FLOWS={"EVENT_DEDUP_SECONDS": 3600})
+@pytest.mark.parametrize(
+    ("older_than", "said"),
+    [
+        ("12h", "12 hours"),
+        ("1d6h", "1 day 6 hours"),
+        ("90m", "1 hour 30 minutes"),
+        ("2w", "14 days"),
+    ],
+)
+def test_pruneflows_says_its_age_in_words(older_than, said):
+    out = StringIO()
+    call_command("pruneflows", "--older-than", older_than, stdout=out)
+    assert out.getvalue() == f"pruned 0 run(s) and 0 event(s) older than {said}\n"

@@ -66,8 +66,17 @@ def handle_exception(exc: Exception, context: dict[str, Any]) -> Response | None
     response = exception_handler(exc, context)
     if response is not None and isinstance(response.data, dict):
         detail = response.data.get("detail")
-        response.data["error"] = str(detail) if detail is not None else f"invalid: {response.data}"
+        response.data["error"] = str(detail) if detail is not None else _one_line(response.data)
     return response
+
+
+def _one_line(errors: Any) -> str:
+    """DRF's field errors (``{"status": ["Select a valid choice..."]}``) as one message."""
+    if isinstance(errors, dict):
+        return "; ".join(f"{field}: {_one_line(value)}" for field, value in errors.items())
+    if isinstance(errors, list):
+        return " ".join(_one_line(value) for value in errors)
+    return str(errors)
 
 
 class APIMixin:
@@ -158,7 +167,7 @@ class EventSchema(AutoSchema):
 
     def get_response_serializers(self) -> Any:
         if self.method == "POST":
-            errors = dict.fromkeys((400, 401, 403, 413), s.ErrorSerializer)
+            errors = dict.fromkeys((400, 401, 403, 413, 415), s.ErrorSerializer)
             return {201: s.SentSerializer, **errors}
         return super().get_response_serializers()
 
@@ -259,6 +268,7 @@ class EventViewSet(
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         if request.stream is None:  # DRF hands an empty body over as {} without parsing it
             ingest.parse(b"")  # raises: the body is empty
+        ingest.check_content_type(request.content_type)
         ids = ingest.send_payload(request.data)
         return Response({"ids": ids}, status=status.HTTP_201_CREATED)
 

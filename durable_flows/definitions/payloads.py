@@ -7,6 +7,7 @@ Nothing here stores anything: ``events.send()`` does, with these pieces.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -77,8 +78,10 @@ def from_ms(value: int) -> datetime:
 _ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")  # \u0000 not preceded by an odd \
 
 
-def json_bytes(value: Any) -> bytes:
-    """``value`` as compact UTF-8 JSON that every database can store, or ``ValueError``."""
+def json_bytes(value: Any, root: str = "value") -> bytes:
+    """``value`` as compact UTF-8 JSON that every database can store, or ``ValueError``
+    saying what is wrong and where, from ``root``: ``is not JSON: datetime at data['when']``.
+    """
     try:
         text = json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
         encoded = text.encode()
@@ -87,10 +90,37 @@ def json_bytes(value: Any) -> bytes:
     except UnicodeEncodeError:
         raise ValueError("contains an unpaired surrogate, which is not valid Unicode") from None
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"is not JSON-serialisable: {exc}") from None
+        raise ValueError(f"is not JSON: {_not_json(value, root, set()) or exc}") from None
     if "\\u0000" in text and _ESCAPED_NUL.search(text):
         raise ValueError("contains a NUL character, which databases cannot store")
     return encoded
+
+
+def _not_json(value: Any, path: str, open_containers: set[int]) -> str | None:
+    """The first thing in ``value`` that ``json.dumps`` refuses, and where; None if none."""
+    if value is None or isinstance(value, str | int):
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"float {value!r} at {path}"
+    if not isinstance(value, dict | list | tuple):
+        return f"{type(value).__name__} at {path}"
+    if id(value) in open_containers:
+        return f"a reference to a containing {type(value).__name__} at {path}"
+    open_containers.add(id(value))
+    items = value.items() if isinstance(value, dict) else enumerate(value)
+    for key, item in items:
+        if isinstance(value, dict) and not (key is None or isinstance(key, str | int | float)):
+            return f"a {type(key).__name__} key at {path} (keys must be strings)"
+        found = _not_json(item, f"{path}[{_shown(key)}]", open_containers)
+        if found is not None:
+            return found
+    open_containers.discard(id(value))
+    return None
+
+
+def _shown(key: Any) -> str:
+    text = repr(key)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _reject_constant(value: str) -> None:
@@ -131,9 +161,9 @@ def normalise(item: Any, index: int, *, system: bool) -> dict[str, Any]:
     event_id = _text(raw, "id", where, required=False)
     ts = _timestamp(raw.get("ts"), where)
     try:
-        size = len(json_bytes(data))
+        size = len(json_bytes(data, root="data"))
     except ValueError as exc:
-        raise EventValidationError(f"{where}: 'data' {exc}") from None
+        raise EventValidationError(f"{where} {name!r}: 'data' {exc}") from None
     size += len(name.encode()) + len((event_id or "").encode())
     if size > flow_settings.MAX_EVENT_BYTES:
         raise EventTooLargeError(

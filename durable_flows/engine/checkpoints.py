@@ -14,18 +14,28 @@ from ..exceptions import LeaseLost, StepOutputError
 from ..models import Run, Step
 
 
-def encode_output(value: Any, *, what: str = "step result") -> Any:
-    """Validate a result as JSON within MAX_STEP_OUTPUT_BYTES; return it as replay will see it."""
+def encode_output(value: Any, *, what: str, root: str = "result") -> Any:
+    """Validate a value as JSON within MAX_STEP_OUTPUT_BYTES; return it as replay will see it.
+
+    ``what`` names the value in errors (``step 'charge' of function 'fulfil-order' returned
+    a value``), ``root`` begins the path to what is wrong in it (``result['when']``).
+    A ``StepOutputError`` is a mistake in the code, not a passing failure: it is not retried.
+    """
     try:
-        encoded = json_bytes(value)
+        encoded = json_bytes(value, root)
     except ValueError as exc:
-        raise StepOutputError(f"{what} {exc}") from None
+        raise StepOutputError(f"{what} that {exc}") from None
     limit = flow_settings.MAX_STEP_OUTPUT_BYTES
     if len(encoded) > limit:
         raise StepOutputError(
-            f"{what} is {len(encoded)} bytes, over MAX_STEP_OUTPUT_BYTES ({limit})"
+            f"{what} of {len(encoded)} bytes, over MAX_STEP_OUTPUT_BYTES ({limit})"
         )
     return json.loads(encoded)
+
+
+def step_output(value: Any, step: str, function_id: str) -> Any:
+    """A step's result, checked by ``encode_output``."""
+    return encode_output(value, what=f"step {step!r} of function {function_id!r} returned a value")
 
 
 def checkpoint(run: Run, token: str, using: str, **fields: Any) -> tuple[bool, Step]:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 from ..definitions.payloads import Event
+from ..exceptions import StepArgumentError
 from ..models import Event as EventRow
 from . import waiting
 from .parallel import run_group
@@ -40,7 +43,14 @@ class Steps:
     def __init__(self, execution: Runner) -> None:
         self._execution = execution
 
-    def run(self, step_id: str, fn: Callable[..., Any], *args: Any, atomic: bool = True) -> Any:
+    def run(
+        self,
+        step_id: str,
+        fn: Callable[..., Any],
+        *args: Any,
+        atomic: bool = True,
+        **unknown: Any,
+    ) -> Any:
         """Run ``fn(*args)`` once and return its (JSON) result, memoized across replays.
 
         With ``atomic=True`` the function's database writes and the checkpoint
@@ -51,6 +61,14 @@ class Steps:
         A step that raises is retried with back-off under the function's
         ``retries``; ``df.NonRetriableError`` fails it at once and
         ``df.RetryAfterError`` picks the time of the next attempt.
+
+        ``fn``'s arguments are passed positionally, after it; keywords are the
+        step's own options (``atomic``), and any other keyword raises
+        ``StepArgumentError`` (a ``TypeError``) at the call: give ``fn`` keyword
+        arguments with ``functools.partial(fn, b=2)`` or a lambda. That error, a
+        ``fn`` that is not callable, and a result that is not JSON
+        (``StepOutputError``) are mistakes in the code: the run fails at once,
+        without retries, saying which step and function.
 
         Args:
             step_id: The step's name within the run. A name repeated in a loop is
@@ -66,8 +84,12 @@ class Steps:
             StepError: The step failed for good (retries exhausted or not
                 retriable); the function may catch it.
         """
+        if unknown:
+            raise StepArgumentError(_unknown_options(step_id, unknown))
         if not callable(fn):
-            raise TypeError(f"ctx.step.run({step_id!r}, fn): fn must be callable, got {fn!r}")
+            raise StepArgumentError(
+                f"ctx.step.run({step_id!r}, fn): fn must be callable, got {fn!r}"
+            )
         return self._execution.run_step(step_id, fn, args, atomic=atomic)
 
     def sleep(self, step_id: str, duration: timedelta | str) -> None:
@@ -163,6 +185,31 @@ class Steps:
         return waiting.invoke(
             self._execution, step_id, function=function, data=data, timeout=timeout
         )
+
+
+# The keywords ctx.step.run takes: its own options, keyword-only, read from its signature.
+STEP_OPTIONS = tuple(
+    name
+    for name, parameter in inspect.signature(Steps.run).parameters.items()
+    if parameter.kind is parameter.KEYWORD_ONLY
+)
+
+
+def _unknown_options(step_id: str, unknown: dict[str, Any]) -> str:
+    """Which keywords ``ctx.step.run`` does not take, the option each may be a typo of,
+    and how to pass arguments to ``fn`` instead."""
+    named = []
+    for name in sorted(unknown):
+        close = difflib.get_close_matches(name, STEP_OPTIONS, n=1)
+        named.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    plural = "s" if len(named) > 1 else ""
+    options = ", ".join(f"{name}=" for name in STEP_OPTIONS)
+    return (
+        f"ctx.step.run({step_id!r}, ...) got unexpected keyword argument{plural} "
+        f"{', '.join(named)}. Its keywords are its own options ({options}); fn's "
+        f"arguments go positionally after fn, as in ctx.step.run({step_id!r}, fn, 1, 2), "
+        "and for keyword arguments pass functools.partial(fn, b=2) or a lambda"
+    )
 
 
 class Group:

@@ -107,7 +107,8 @@ class Execution:
             try:
                 self.boundary()
                 value = self.function.fn(self.ctx)
-                output = checkpoints.encode_output(value, what="function result")
+                what = f"function {run.function_id!r} returned a value"
+                output = checkpoints.encode_output(value, what=what)
             except BaseException:
                 self.leave_group()
                 raise
@@ -295,13 +296,13 @@ class Execution:
             if atomic:
                 transaction_ = storage.of(self.using).step_transaction(self.fence)
                 with transaction_ as fenced, self._inside_step():
-                    output = checkpoints.encode_output(fn(*args))
+                    output = checkpoints.step_output(fn(*args), name, self.run.function_id)
                     fault_point("after_effect")
                     cancel = False if fast else fenced()
                     cancel, step = self._record(memo, fast, cancel, output=output, **checkpoint)
             else:
                 with self._inside_step():
-                    output = checkpoints.encode_output(fn(*args))
+                    output = checkpoints.step_output(fn(*args), name, self.run.function_id)
                 fault_point("after_effect")
                 with nullcontext() if fast else transaction.atomic(using=self.using):
                     cancel = False if fast else self.fence()
@@ -325,7 +326,9 @@ class Execution:
         assert self.group is not None
         try:
             with self.group.step(self.run), self._inside_step():
-                output = checkpoints.encode_output(fn(*args))
+                output = checkpoints.step_output(
+                    fn(*args), checkpoint["name"], self.run.function_id
+                )
         except Interrupt:
             raise
         except BaseException as exc:  # user code: any exception, SystemExit included

@@ -10,7 +10,7 @@ from typing import Any
 from .. import clock
 from ..conf import flow_settings
 from ..durations import parse_duration
-from ..exceptions import NonRetriableError, RetryAfterError, StepError
+from ..exceptions import NonRetriableError, RetryAfterError, StepError, StepOutputError
 
 
 def backoff(failures: int) -> timedelta:
@@ -43,9 +43,15 @@ def error_dict(exc: BaseException) -> dict[str, Any]:
     if isinstance(exc, StepError) and exc.error:
         return dict(exc.error)
     message = getattr(exc, "message", None) or str(exc)
+    # A value that is not JSON: the message says whose and where; the frames, all the
+    # engine's (the step's function had returned), would not.
+    if isinstance(exc, StepOutputError):
+        lines = traceback.format_exception_only(exc)
+    else:
+        lines = traceback.format_exception(exc)
     return {
         "type": type(exc).__name__,
         "class": f"{type(exc).__module__}.{type(exc).__qualname__}",
         "message": str(message),
-        "traceback": "".join(traceback.format_exception(exc)),
+        "traceback": "".join(lines),
     }

@@ -235,7 +235,10 @@ def invoke(exe: Runner, step_id: str, *, function: Any, data: Any, timeout: Any)
     with transaction.atomic(using=using):
         cp.fence()
         if memo is None:
-            payload = checkpoints.encode_output(data, what="invoke data")
+            what = (
+                f"step {name!r} of function {exe.run.function_id!r} invoked {target.id!r} with data"
+            )
+            payload = checkpoints.encode_output(data, what=what, root="data")
             event = EventRow(name=INVOKED_EVENT, data=payload, ts=ms(now), received_at=now)
             event.save(using=using, force_insert=True)
             child = Run.start(

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from durable_flows.keys import create_key
+from durable_flows.keys import KeyNameTaken, create_key
 
 
 class Command(BaseCommand):
@@ -13,7 +13,10 @@ class Command(BaseCommand):
         name = options["name"].strip()
         if not name or len(name) > 100:
             raise CommandError("NAME must be 1-100 characters")
-        key, raw = create_key(name)
+        try:
+            key, raw = create_key(name)
+        except KeyNameTaken as exc:
+            raise CommandError(str(exc)) from None
         self.stdout.write(
             f"Created event key {key.name!r} (prefix {key.prefix}). "
             "Store it now: only its hash is kept, it cannot be shown again."

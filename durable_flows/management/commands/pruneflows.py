@@ -5,7 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from durable_flows import clock
 from durable_flows.conf import flow_settings
-from durable_flows.durations import parse_duration
+from durable_flows.durations import describe_duration, parse_duration
 from durable_flows.retention import prune
 
 
@@ -32,7 +32,8 @@ class Command(BaseCommand):
         window = timedelta(seconds=flow_settings.EVENT_DEDUP_SECONDS)
         if age < window:
             raise CommandError(
-                f"--older-than must be at least the event deduplication window ({window}): "
+                f"--older-than ({describe_duration(age)}) must be at least the event "
+                f"deduplication window ({describe_duration(window)}): "
                 "younger events still deduplicate resent ids"
             )
         if not 1 <= batch_size <= 100_000:
@@ -42,4 +43,7 @@ class Command(BaseCommand):
             totals[table] += count
             if options["verbosity"] >= 2:
                 self.stdout.write(f"deleted {count} {table}")
-        self.stdout.write(f"pruned {totals['runs']} run(s) and {totals['events']} event(s)")
+        self.stdout.write(
+            f"pruned {totals['runs']} run(s) and {totals['events']} event(s) older than "
+            f"{describe_duration(age)}"
+        )
