@@ -72,9 +72,22 @@ def test_a_run_page_has_a_waterfall_of_its_steps_and_the_error(staff_client):
     page = staff_client.get(reverse("durable_flows:run", args=[run.pk])).content.decode()
     names = re.findall(r'class="wf-name"><span class="kind[^"]*">[^<]*</span> ([^<]+)</span>', page)
     assert names == ["doomed", "fallback"]
-    assert len(re.findall(r'class="wf-bar bar-(\w+)"', page)) == 2
-    assert "bar-failed" in page and "bar-completed" in page
+    # One bar per attempt: "doomed" failed twice (retries=1), then "fallback" ran.
+    bars = re.findall(r'class="wf-bar bar-(\w+)"[^>]*title="attempt (\d): ([^"]*)"', page)
+    assert [(status, n) for status, n, _ in bars] == [
+        ("failed", "1"),
+        ("failed", "2"),
+        ("completed", "1"),
+    ]
+    assert bars[0][2].endswith("ValueError: flaky failure 1"), bars[0]
+    assert bars[1][2].endswith("ValueError: flaky failure 2"), bars[1]
+    attempts = re.findall(r'<tr class="attempt"><td>(\d)</td>.*?</tr>', page, re.S)
+    assert attempts == ["1", "2"]  # the table of doomed's attempts (open: it failed)
     assert "flaky failure 2" in page and "Traceback" in page
+    # A time axis over the bars: five ticks from 0 to the run's span.
+    ticks = re.findall(r'<i style="left: ([\d.]+)%">([^<]+)</i>', page)
+    assert [at for at, _ in ticks] == ["0.00", "25.00", "50.00", "75.00", "100.00"]
+    assert ticks[0][1] == "0 ms" and ticks[-1][1] != "0 ms"
     assert 'data-final="1"' in page and "data-refresh" not in page  # finished: no polling
     assert reverse("durable_flows:event", args=[run.event_id]) in page
 
@@ -94,7 +107,12 @@ def test_cancel_and_rerun_are_csrf_protected_posts(staff):
     run = start("test/one")
     cancel = reverse("durable_flows:run-cancel", args=[run.pk])
     rerun = reverse("durable_flows:run-rerun", args=[run.pk])
-    assert client.get(cancel).status_code == 405
+    confirm = client.get(cancel)  # the confirmation step: a page with a form
+    assert confirm.status_code == 200
+    assert f'<form method="post" action="{cancel}">' in confirm.content.decode()
+    assert "Yes, cancel the run" in confirm.content.decode()
+    run.refresh_from_db()
+    assert run.status == "queued"  # asking is not cancelling
     assert client.post(cancel).status_code == 403  # no CSRF token
     run.refresh_from_db()
     assert run.status == "queued"
