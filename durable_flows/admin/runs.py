@@ -13,7 +13,9 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from .. import control, display, permissions
+from .. import clock, control, display, permissions
+from ..conf import db_alias
+from ..engine import workers
 from ..definitions.functions import registry
 from ..exceptions import RunNotFound
 from ..models import FINISHED, Event, Run, RunStatus, Step, Wait
@@ -22,13 +24,15 @@ from .base import ReadOnlyAdmin, ReadOnlyInline, link, precise, raw_json_url, st
 
 
 class FunctionFilter(admin.SimpleListFilter):
-    """Choices from the registry, not from a DISTINCT over the whole table."""
+    """Choices from the registry and the live workers' rows (a worker may run a newer
+    flows.py than this web process), not from a DISTINCT over the whole table."""
 
     title = "function"
     parameter_name = "function_id"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [(f, f) for f in sorted(registry.ids())]
+        served = workers.served(db_alias(), clock.now())
+        return [(f, f) for f in sorted(set(registry.ids()) | served)]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
         value = self.value() or ""
@@ -104,7 +108,7 @@ class WaitInline(ReadOnlyInline):
 
 @admin.register(Run)
 class RunAdmin(OutcomeColumns, ReadOnlyAdmin):
-    list_display = ["id", "function_id", "run_status", "event_link", "created_at", "duration"]
+    list_display = ["id", "function_id", "run_status", "event_link", "created", "duration"]
     list_filter = ["status", FunctionFilter, "created_at"]
     search_fields = ["=id", "=function_id", "=event__id", "=event__name"]
     search_help_text = "An exact run id, event id, function id or event name."
@@ -197,7 +201,7 @@ class RunAdmin(OutcomeColumns, ReadOnlyAdmin):
     def children_links(self, run: Run) -> SafeString | str:
         return run_links(run.children.all())
 
-    @admin.display(description="created at")
+    @admin.display(description="created at", ordering="created_at")
     def created(self, run: Run) -> str:
         return precise(run.created_at)
 
