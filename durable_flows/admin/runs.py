@@ -15,8 +15,8 @@ from django.utils.safestring import SafeString
 
 from .. import clock, control, display, permissions
 from ..conf import db_alias
-from ..engine import workers
 from ..definitions.functions import registry
+from ..engine import workers
 from ..exceptions import RunNotFound
 from ..models import FINISHED, Event, Run, RunStatus, Step, Wait
 from ..templatetags.durable_flows import format_duration
