@@ -8,6 +8,7 @@ import re
 import shutil
 import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
@@ -126,6 +127,18 @@ def test_staff_send_an_event_watch_it_complete_and_rerun_it(live_server, start_w
     assert worker.wait(30) == 0
 
 
+def signed_in(context: Any, url: str) -> Page:
+    """A page of ``context`` signed in as "ops", on the runs list."""
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    page.goto(url + "/admin/login/?next=/flows/")
+    page.fill("#id_username", "ops")
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+    expect(page.locator("h1")).to_have_text("Runs")
+    return page
+
+
 def no_horizontal_scroll(page: Page, width: int) -> None:
     scroll = page.evaluate("document.documentElement.scrollWidth")
     assert scroll <= width, (page.url, scroll)
@@ -143,13 +156,7 @@ def test_workers_search_lifecycle_toggle_attempts_cancel_and_a_narrow_screen(
         Run.objects.get(event_id=e) for e in (retried, failing, sleeping)
     )
     context = browser.new_context(viewport={"width": 1400, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(30_000)
-    page.goto(live_server.url + "/admin/login/?next=/flows/")
-    page.fill("#id_username", "ops")
-    page.fill("#id_password", PASSWORD)
-    page.click("input[type=submit]")
-    expect(page.locator("h1")).to_have_text("Runs")
+    page = signed_in(context, live_server.url)
 
     # A failed row says why; a sleeping one that it is waiting, not running.
     failed_row = page.locator(f'tr[data-run="{failed_run.pk}"]')
@@ -219,12 +226,7 @@ def test_workers_search_lifecycle_toggle_attempts_cancel_and_a_narrow_screen(
 
     # A phone: every page fits 420 px without scrolling sideways.
     narrow = browser.new_context(viewport={"width": 420, "height": 860})
-    phone = narrow.new_page()
-    phone.set_default_timeout(30_000)
-    phone.goto(live_server.url + "/admin/login/?next=/flows/")
-    phone.fill("#id_username", "ops")
-    phone.fill("#id_password", PASSWORD)
-    phone.click("input[type=submit]")
+    phone = signed_in(narrow, live_server.url)
     for name, path in [
         ("runs", "/flows/"),
         ("run", f"/flows/runs/{retried_run.pk}/"),
