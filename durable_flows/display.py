@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db.models import TextField
+from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast, Length, Substr
 from django.http import JsonResponse
 from django.utils.html import escape, format_html
@@ -243,3 +244,32 @@ def raw_response(value: Any) -> JsonResponse:
     response["X-Content-Type-Options"] = "nosniff"
     response["Content-Disposition"] = "inline"
     return response
+
+
+def error_line(error: Any) -> str:
+    """``Type: first line of the message``, or "" when there is no error."""
+    if not isinstance(error, dict):
+        return ""
+    message = str(error.get("message") or "").strip().splitlines()
+    first = message[0] if message else ""
+    first = first if len(first) <= 160 else first[:159] + "…"
+    kind = str(error.get("type") or "Error")[:100]
+    return f"{kind}: {first}" if first else kind
+
+
+def error_heads() -> dict[str, Any]:
+    """Annotations reading a stored error's type and the start of its message (never
+    the whole value: a page stays bounded), for ``error_head``."""
+    return {
+        "error_type": Substr(KeyTextTransform("type", "error"), 1, 100),
+        "error_message": Substr(KeyTextTransform("message", "error"), 1, 300),
+    }
+
+
+def error_head(record: Any) -> dict[str, Any] | None:
+    """The error of a run or step annotated by ``error_heads``, or None."""
+    kind = getattr(record, "error_type", None)
+    message = getattr(record, "error_message", None)
+    if kind is None and message is None:
+        return None
+    return {"type": kind or "Error", "message": message or ""}

@@ -23,6 +23,9 @@ log = logging.getLogger("durable_flows.worker")
 
 # How often a worker deletes flow-control state that has expired.
 PRUNE_INTERVAL = 300.0
+# How often a worker looks for queued runs of functions no live worker executes, and
+# logs them (the first look is at its first heartbeat).
+UNSERVED_LOG_INTERVAL = 60.0
 # Cron ticks are started, and timeouts enforced, this often (seconds).
 MAINTENANCE_INTERVAL = 0.5
 # A run executing this long is slow: the runs claimed with it and not started go
@@ -86,6 +89,7 @@ class Liveness:
     _lock: threading.Lock
     _batches: dict[int, Any]
     _next_prune: float
+    _next_unserved: float = 0.0
     _stranded: list[tuple[Any, str, int]]
     _engine_failures: dict[str, int]
 
@@ -122,6 +126,16 @@ class Liveness:
             self._next_prune = time.monotonic() + PRUNE_INTERVAL
             admission.prune(self.using)
         self._sweep(lease)
+        if time.monotonic() >= self._next_unserved:
+            self._next_unserved = time.monotonic() + UNSERVED_LOG_INTERVAL
+            for function_id, count in sorted(workers.unserved_queued(self.using, now).items()):
+                log.warning(
+                    "%d run(s) of %s are queued; no worker serves %s (no live worker's "
+                    "flows.py defines it: deploy it, or cancel the runs)",
+                    count,
+                    function_id,
+                    function_id,
+                )
         rescued = workers.rescue_dead(self.using, now, lease)
         if rescued:
             log.warning("took back %d run(s) from workers that stopped heartbeating", rescued)

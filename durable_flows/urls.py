@@ -22,6 +22,8 @@ urlpatterns = [
     path("events/send/", dashboard.send_event, name="send-event"),
     path("events/<path:event_id>/", dashboard.event_detail, name="event"),
     path("functions/", dashboard.functions, name="functions"),
+    path("workers/", dashboard.workers_page, name="workers"),
+    path("search/", dashboard.search, name="search"),
     path("api/functions/", api.FunctionListView.as_view(), name="api-functions"),
     path("api/schema/", api.SchemaView.as_view(), name="api-schema"),
     *router.urls,

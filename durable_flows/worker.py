@@ -160,7 +160,9 @@ class Worker(Liveness):
         deadline = time.monotonic() + patience
         while True:
             try:
-                row = workers.register(self.using, self.name, self.queues, self.concurrency)
+                row = workers.register(
+                    self.using, self.name, self.queues, self.concurrency, registry.ids()
+                )
                 break
             except (OperationalError, InterfaceError) as exc:
                 if time.monotonic() > deadline:

@@ -6,7 +6,7 @@ import pytest
 
 import durable_flows as df
 from durable_flows.exceptions import ConfigurationError
-from durable_flows.models import Event, Run, Wait
+from durable_flows.models import Event, Run, Step, Wait
 from durable_flows.testing import advance, run_until_idle
 from tests.conftest import effects, start
 from tests.models import Effect
@@ -180,3 +180,38 @@ def test_finish_timeout_stops_a_running_run_between_steps():
 
 def record_second(run_id: str) -> None:
     Effect.objects.create(key="timed-second", run_id=run_id)
+
+
+# --- a cancelled run's open steps --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("event", "data", "step"),
+    [
+        ("test/sleep", {"duration": "1d"}, "nap"),
+        ("test/wait", {"user_id": 7}, "login"),
+        ("test/parent", {"child": {"sleep": "1d"}}, "call-child"),
+    ],
+    ids=["sleep", "wait", "invoke"],
+)
+def test_cancelling_a_run_cancels_its_open_sleep_wait_or_invoke_step(event, data, step):
+    run = start(event, **data)
+    run_until_idle()
+    assert Step.objects.get(run=run, name=step).status == "waiting"
+    df.cancel(run.pk)
+    closed = Step.objects.get(run=run, name=step)
+    assert (closed.status, closed.wake_at) == ("cancelled", None)
+    assert closed.ended_at == Run.objects.get(pk=run.pk).ended_at
+    # The steps that had completed stay completed.
+    others = Step.objects.filter(run=run).exclude(name=step)
+    assert set(others.values_list("status", flat=True)) <= {"completed"}
+
+
+def test_the_api_shows_a_cancelled_runs_wait_step_cancelled(admin_client):
+    run = start("test/wait", user_id=8)
+    run_until_idle()
+    response = admin_client.post(f"/flows/api/runs/{run.pk}/cancel/")
+    assert response.status_code == 200, response.content
+    detail = admin_client.get(f"/flows/api/runs/{run.pk}/").json()
+    assert detail["status"] == "cancelled"
+    assert [(s["name"], s["status"]) for s in detail["steps"]] == [("login", "cancelled")]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 import pytest
 from django.test import Client
 from django.urls import reverse
 
+import durable_flows as df
 from durable_flows.models import Event, Run
 from durable_flows.testing import run_until_idle
 from tests.conftest import start
@@ -17,7 +19,14 @@ __all__ = ["member", "staff"]  # fixtures
 
 pytestmark = pytest.mark.django_db
 
-PAGES = ["/flows/", "/flows/events/", "/flows/functions/", "/flows/events/send/"]
+PAGES = [
+    "/flows/",
+    "/flows/events/",
+    "/flows/functions/",
+    "/flows/events/send/",
+    "/flows/workers/",
+    "/flows/search/?q=nothing",
+]
 
 
 @pytest.fixture
@@ -72,9 +81,22 @@ def test_a_run_page_has_a_waterfall_of_its_steps_and_the_error(staff_client):
     page = staff_client.get(reverse("durable_flows:run", args=[run.pk])).content.decode()
     names = re.findall(r'class="wf-name"><span class="kind[^"]*">[^<]*</span> ([^<]+)</span>', page)
     assert names == ["doomed", "fallback"]
-    assert len(re.findall(r'class="wf-bar bar-(\w+)"', page)) == 2
-    assert "bar-failed" in page and "bar-completed" in page
+    # One bar per attempt: "doomed" failed twice (retries=1), then "fallback" ran.
+    bars = re.findall(r'class="wf-bar bar-(\w+)"[^>]*title="attempt (\d): ([^"]*)"', page)
+    assert [(status, n) for status, n, _ in bars] == [
+        ("failed", "1"),
+        ("failed", "2"),
+        ("completed", "1"),
+    ]
+    assert bars[0][2].endswith("ValueError: flaky failure 1"), bars[0]
+    assert bars[1][2].endswith("ValueError: flaky failure 2"), bars[1]
+    attempts = re.findall(r'<tr class="attempt"><td>(\d)</td>.*?</tr>', page, re.S)
+    assert attempts == ["1", "2"]  # the table of doomed's attempts (open: it failed)
     assert "flaky failure 2" in page and "Traceback" in page
+    # A time axis over the bars: five ticks from 0 to the run's span.
+    ticks = re.findall(r'<i style="left: ([\d.]+)%">([^<]+)</i>', page)
+    assert [at for at, _ in ticks] == ["0.00", "25.00", "50.00", "75.00", "100.00"]
+    assert ticks[0][1] == "0 ms" and ticks[-1][1] != "0 ms"
     assert 'data-final="1"' in page and "data-refresh" not in page  # finished: no polling
     assert reverse("durable_flows:event", args=[run.event_id]) in page
 
@@ -94,7 +116,12 @@ def test_cancel_and_rerun_are_csrf_protected_posts(staff):
     run = start("test/one")
     cancel = reverse("durable_flows:run-cancel", args=[run.pk])
     rerun = reverse("durable_flows:run-rerun", args=[run.pk])
-    assert client.get(cancel).status_code == 405
+    confirm = client.get(cancel)  # the confirmation step: a page with a form
+    assert confirm.status_code == 200
+    assert f'<form method="post" action="{cancel}">' in confirm.content.decode()
+    assert "Yes, cancel the run" in confirm.content.decode()
+    run.refresh_from_db()
+    assert run.status == "queued"  # asking is not cancelling
     assert client.post(cancel).status_code == 403  # no CSRF token
     run.refresh_from_db()
     assert run.status == "queued"
@@ -178,3 +205,99 @@ def test_staff_by_http_basic_open_the_dashboard_and_wrong_credentials_get_a_401(
     response = client.get(reverse("durable_flows:dashboard"), **wrong)
     assert response.status_code == 401
     assert response["WWW-Authenticate"].startswith("Basic")
+
+
+# --- what each page says -------------------------------------------------------------
+
+
+def test_lifecycle_events_are_hidden_unless_asked_for(staff_client):
+    run = start("test/one")
+    run_until_idle()
+    page = staff_client.get("/flows/events/").content.decode()
+    assert "test/one" in page and "durable_flows/function.finished" not in page
+    shown = staff_client.get("/flows/events/?system=1").content.decode()
+    assert "durable_flows/function.finished" in shown and "test/one" in shown
+    assert 'name="system" value="1" checked' in shown
+    by_name = staff_client.get("/flows/events/?name=durable_flows/function.finished")
+    assert run.pk in by_name.content.decode()  # its data names the run
+
+
+def test_an_events_ts_is_a_utc_datetime_with_the_ms_in_its_title(staff_client):
+    (event_id,) = df.send(df.Event(name="test/nothing", data={"n": 1}, ts=1767225600123))
+    page = staff_client.get(reverse("durable_flows:event", args=[event_id])).content.decode()
+    assert 'title="1767225600123 ms since the epoch">2026-01-01 00:00:00.123 UTC<' in page
+    assert "&quot;n&quot;: 1" in page  # the data as pretty JSON
+
+
+def test_the_functions_page_shows_only_the_options_that_are_set(staff_client):
+    page = staff_client.get("/flows/functions/").content.decode()
+    card = page[page.index('id="throttled"') :].split("</article>")[0]
+    options = dict(re.findall(r'<span class="opt"><b>([^<]+)</b> ([^<]*)</span>', card))
+    assert "None" not in card and "{" not in card and "[" not in card
+    assert options["retries"].isdigit() and "throttle" in options
+    assert "debounce" not in options and "timeouts" not in options
+
+
+def test_a_failed_row_says_why_and_a_waiting_row_how_long(staff_client):
+    failed = start("test/nonretriable")
+    sleeping = start("test/sleep", duration="1h")
+    run_until_idle()
+    page = staff_client.get("/flows/").content.decode()
+    row = page[page.index(f'data-run="{failed.pk}"') :].split("</tr>")[0]
+    error = Run.objects.get(pk=failed.pk).error
+    reason = f"{error['type']}: {error['message'].splitlines()[0]}"
+    assert f'<div class="reason" title="{reason}">{reason}</div>' in row
+    row = page[page.index(f'data-run="{sleeping.pk}"') :].split("</tr>")[0]
+    assert re.search(r"waiting \d+ ms, until \w{3} \d+, \d\d:\d\d:\d\d UTC", row), row
+    assert "running" not in row
+
+
+def test_search_opens_a_run_or_an_event_and_says_when_nothing_matches(staff_client):
+    run = start("test/one")
+    (event_id,) = df.send(df.Event(name="test/nothing", id="sender-42"))
+    response = staff_client.get("/flows/search/", {"q": f"  {run.pk} "})
+    assert response["Location"] == reverse("durable_flows:run", args=[run.pk])
+    response = staff_client.get("/flows/search/", {"q": run.event_id})
+    assert response["Location"] == reverse("durable_flows:event", args=[run.event_id])
+    response = staff_client.get("/flows/search/", {"q": "sender-42"})
+    assert response["Location"] == reverse("durable_flows:event", args=[event_id])
+    missing = staff_client.get("/flows/search/", {"q": "no-such-id"})
+    assert (
+        missing.status_code == 200 and "No run and no event has the id" in missing.content.decode()
+    )
+    assert staff_client.get("/flows/search/", {"q": "x" * 5000}).status_code == 200
+
+
+def test_search_sends_those_who_cannot_read_events_to_the_runs_of_one(client):
+    from django.contrib.auth.models import Permission, User
+
+    user = User.objects.create_user("runs-only", password="x", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="view_run"))
+    client.force_login(user)
+    run = start("test/one")
+    response = client.get("/flows/search/", {"q": run.event_id})
+    assert response["Location"] == f"/flows/?event={run.event_id}"
+
+
+def test_the_runs_page_shows_each_queues_depth_and_lag(staff_client):
+    start("test/one")
+    start("test/one")
+    page = staff_client.get("/flows/").content.decode()
+    assert re.search(r'<span class="queue"><b>default</b> 2 due, oldest waited \d+ ms</span>', page)
+    run_until_idle()
+    assert 'class="queue"' not in staff_client.get("/flows/").content.decode()
+
+
+def test_the_workers_page_shows_alive_and_dead_workers(staff_client):
+    from durable_flows import clock
+    from durable_flows.engine import workers
+    from durable_flows.models import Worker
+
+    live = workers.register("default", "live-one", ["emails"], 4, ["one-step"])
+    dead = workers.register("default", "gone", [], 1, [])
+    Worker.objects.filter(pk=dead.pk).update(heartbeat_at=clock.now() - timedelta(minutes=5))
+    page = staff_client.get("/flows/workers/").content.decode()
+    row = page[page.index(f'data-worker="{live.pk}"') :].split("</tr>")[0]
+    assert "alive" in row and ">4<" in row and "emails" in row and ">one-step<" in row
+    row = page[page.index(f'data-worker="{dead.pk}"') :].split("</tr>")[0]
+    assert "dead" in row and "5m 0s ago" in row

@@ -74,6 +74,11 @@ def pages(completed: Run, failed: Run) -> list[str]:
         reverse("admin:durable_flows_event_changelist"),
         reverse("durable_flows:dashboard"),
         reverse("durable_flows:events"),
+        reverse("durable_flows:events") + "?system=1",
+        reverse("durable_flows:functions"),
+        reverse("durable_flows:workers"),
+        reverse("durable_flows:run-cancel", args=[completed.pk]),
+        reverse("durable_flows:search") + "?q=" + "%3Cscript%3Ealert(1)%3C/script%3E" * 8,
     ]
 
 

@@ -18,6 +18,7 @@ class WorkerAdmin(ReadOnlyAdmin):
         "pid",
         "queues",
         "concurrency",
+        "functions",
         "started_at",
         "heartbeat_at",
         "alive",

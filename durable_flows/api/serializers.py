@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rest_framework import serializers
 
-from ..models import Event, Run, Step
+from .. import clock
+from ..conf import db_alias
+from ..engine import workers
+from ..models import Event, Run, RunStatus, Step
 
 
 class StepSerializer(serializers.ModelSerializer):
@@ -19,6 +24,7 @@ class StepSerializer(serializers.ModelSerializer):
             "output",
             "error",
             "attempts",
+            "failed_attempts",
             "started_at",
             "ended_at",
         ]
@@ -26,6 +32,18 @@ class StepSerializer(serializers.ModelSerializer):
 
 class RunSerializer(serializers.ModelSerializer):
     event_name = serializers.CharField(source="event.name", read_only=True, allow_null=True)
+    unserved = serializers.SerializerMethodField(
+        help_text="True when the run is queued and no live worker executes its function: "
+        "it stays queued until a worker that defines the function starts."
+    )
+
+    def get_unserved(self, run: Run) -> bool:
+        if run.status != RunStatus.QUEUED:
+            return False
+        if "served_functions" not in self.context:  # one query per response
+            self.context["served_functions"] = workers.served(db_alias(), clock.now())
+        served: Any = self.context["served_functions"]
+        return run.function_id not in served
 
     class Meta:
         model = Run
@@ -44,6 +62,7 @@ class RunSerializer(serializers.ModelSerializer):
             "attempt",
             "cancel_requested",
             "rerun_of",
+            "unserved",
         ]
 
 

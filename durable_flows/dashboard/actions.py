@@ -8,14 +8,14 @@ from typing import Any
 from django import forms
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_http_methods, require_POST
 
 from .. import control, permissions
 from ..definitions.functions import registry
 from ..definitions.payloads import parse_json_body
 from ..events import send
 from ..exceptions import EventValidationError, RunNotFound
-from ..models import Event, RunStatus
+from ..models import FINISHED, Event, Run, RunStatus
 from .common import notify, render_page, requires
 
 
@@ -27,9 +27,16 @@ def _control(action: Any, run_id: str) -> Any:
         raise Http404("no such run")
 
 
-@require_POST
+@require_http_methods(["GET", "POST"])
 @requires("control_runs")
 def run_cancel(request: HttpRequest, run_id: str) -> HttpResponse:
+    """GET: a page that asks to confirm (no JavaScript needed); POST: cancel."""
+    if request.method == "GET":
+        run = Run.objects.filter(pk=run_id).only("id", "function_id", "status").first()
+        if run is None:
+            raise Http404("no such run")
+        context = {"run": run, "ended": run.status in FINISHED, "nav": "runs"}
+        return render_page(request, "cancel.html", context)
     run = _control(control.cancel, run_id)
     if run.status == RunStatus.CANCELLED:
         notify(request, "Run cancelled.")

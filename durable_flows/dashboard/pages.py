@@ -6,19 +6,20 @@ by fetching the same URL with ``?fragment=1``.
 
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import Any
-from urllib.parse import urlencode
+from datetime import datetime, timedelta
 
 from django.db.models import Count, Prefetch
 from django.http import Http404, HttpRequest, HttpResponse
-from django.urls import reverse
 
 from .. import clock, display, permissions
-from ..definitions.functions import registry
+from ..conf import db_alias
+from ..definitions.payloads import RESERVED_PREFIX
+from ..engine import workers
 from ..models import FINISHED, Event, Run, RunStatus, Step
 from ..templatetags.durable_flows import format_duration
 from .common import paginate, param, render_page, requires
+from .waterfall import waterfall
+from .workers import known_functions, queue_stats
 
 
 def _raw_json(request: HttpRequest, run: Run) -> HttpResponse:
@@ -42,6 +43,25 @@ def _raw_json(request: HttpRequest, run: Run) -> HttpResponse:
     raise Http404("no such value")
 
 
+def _any_queued(runs: list[Run]) -> bool:
+    return any(run.status == RunStatus.QUEUED for run in runs)
+
+
+def progress(run: Run, now: datetime) -> str:
+    """How long a run has been in its state, for a table cell: its duration when it
+    has ended, else "queued 4 s", "running 2.1 s", "waiting 3m 2s, until 14:05:09"."""
+    if run.ended_at:
+        return format_duration(run.ended_at - (run.started_at or run.created_at))
+    if run.status == RunStatus.WAITING:
+        text = f"waiting {format_duration(now - run.updated_at)}"
+        if run.available_at:
+            text += f", until {run.available_at:%b %-d, %H:%M:%S} UTC"
+        return text
+    if run.status == RunStatus.RUNNING:
+        return f"running {format_duration(now - (run.started_at or run.created_at))}"
+    return f"{run.status} {format_duration(now - run.created_at)}"
+
+
 @requires("view_runs")
 def runs(request: HttpRequest) -> HttpResponse:
     status = param(request, "status")
@@ -61,8 +81,15 @@ def runs(request: HttpRequest) -> HttpResponse:
         rows = rows.filter(event__name=event_name)
     if param(request, "event"):
         rows = rows.filter(event_id=param(request, "event"))
+    rows = rows.annotate(**display.error_heads())
     page = paginate(request, rows)
-    since = clock.now() - timedelta(days=1)
+    now = clock.now()
+    served = workers.served(db_alias(), now) if _any_queued(page["items"]) else set()
+    for run in page["items"]:
+        run.progress = progress(run, now)
+        run.reason = display.error_line(display.error_head(run))
+        run.unserved = run.status == RunStatus.QUEUED and run.function_id not in served
+    since = now - timedelta(days=1)
     counts = dict(
         Run.objects.filter(created_at__gte=since)
         .values_list("status")
@@ -72,7 +99,8 @@ def runs(request: HttpRequest) -> HttpResponse:
     context = {
         "page": page,
         "statuses": RunStatus.choices,
-        "function_ids": sorted(registry.ids()),
+        "function_ids": known_functions(now),
+        "queues": queue_stats(now),
         "filters": {"status": status, "function": function_id, "event_name": event_name},
         "live": page["number"] == 1,
         "summary": [(label, value, counts.get(value, 0)) for value, label in RunStatus.choices],
@@ -82,33 +110,6 @@ def runs(request: HttpRequest) -> HttpResponse:
     return render_page(request, "runs.html", context, fragment="_runs_table.html")
 
 
-def waterfall(run: Run, steps: list[Step]) -> list[dict[str, Any]]:
-    """Each step's bar: offset and width in % of the run's span, with its duration."""
-    now = clock.now()
-    t0 = run.started_at or run.created_at
-    t1 = run.ended_at or now
-    for step in steps:
-        if step.ended_at and step.ended_at > t1:
-            t1 = step.ended_at
-    span = max((t1 - t0).total_seconds(), 0.001)
-    bars = []
-    for step in steps:
-        start = step.started_at or t0
-        end = step.ended_at or (now if not run.is_finished else t1)
-        offset = max(0.0, (start - t0).total_seconds() / span * 100)
-        width = max(0.6, (end - start).total_seconds() / span * 100)
-        bars.append(
-            {
-                "step": step,
-                "offset": round(min(offset, 99.4), 2),
-                "width": round(min(width, 100 - min(offset, 99.4)), 2),
-                "duration": format_duration(end - start),
-                "start": format_duration(start - t0),
-            }
-        )
-    return bars
-
-
 @requires("view_runs")
 def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
     # Stored JSON is read as the start of its text and its length (display.stored):
@@ -116,7 +117,7 @@ def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
     steps_shown = (
         Step.objects.order_by("position", "id")
         .defer("output", "error")
-        .annotate(**display.stored("output", "error"))
+        .annotate(**display.stored("output", "error"), **display.error_heads())
     )
     try:
         run = (
@@ -135,13 +136,17 @@ def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
         step.shown_output = display.Stored.of(step, "output")
         step.shown_error = display.Stored.of(step, "error")
     end = run.ended_at or clock.now()
+    bars, ticks = waterfall(run, steps)
     related = ("id", "status", "function_id", "created_at")
     context = {
         "run": run,
         "shown": {
             field: display.Stored.of(run, field) for field in ("output", "error", "event__data")
         },
-        "bars": waterfall(run, steps),
+        "bars": bars,
+        "ticks": ticks,
+        "unserved": run.status == RunStatus.QUEUED
+        and run.function_id not in workers.served(db_alias(), clock.now()),
         "reruns": list(run.reruns.only(*related).order_by("-created_at")[:20]),
         "children": list(run.children.only(*related).order_by("created_at")[:50]),
         "total": format_duration(end - (run.started_at or run.created_at)),
@@ -162,14 +167,19 @@ def events(request: HttpRequest) -> HttpResponse:
         .annotate(**display.stored("data", head=200))
         .order_by("-received_at", "-id")
     )
+    # The app's own lifecycle events (``durable_flows/...``) are shown when asked for,
+    # or when filtering by one of their names.
+    system = param(request, "system") == "1" or name.startswith(RESERVED_PREFIX)
     if name:
         rows = rows.filter(name=name)
     if sender_id:
         rows = rows.filter(sender_id=sender_id)
+    if not system:
+        rows = rows.exclude(name__startswith=RESERVED_PREFIX)
     page = paginate(request, rows)
     for event in page["items"]:
         event.data_line = display.one_line(display.Stored.of(event, "data"))
-    filters = {"name": name, "sender_id": sender_id}
+    filters = {"name": name, "sender_id": sender_id, "system": system}
     context = {"page": page, "filters": filters, "nav": "events"}
     return render_page(request, "events.html", context)
 
@@ -197,35 +207,3 @@ def event_detail(request: HttpRequest, event_id: str) -> HttpResponse:
         "nav": "events",
     }
     return render_page(request, "event.html", context, fragment="_event_runs.html")
-
-
-@requires("view_runs")
-def functions(request: HttpRequest) -> HttpResponse:
-    since = clock.now() - timedelta(days=1)
-    stats: dict[str, dict[str, int]] = {}
-    for function_id, status, n in (
-        Run.objects.filter(created_at__gte=since)
-        .values_list("function_id", "status")
-        .annotate(n=Count("id"))
-        .values_list("function_id", "status", "n")
-    ):
-        stats.setdefault(function_id, {})[status] = n
-    rows = []
-    for function in sorted(registry.all(), key=lambda f: f.id):
-        counts = stats.get(function.id, {})
-        failed = counts.get(RunStatus.FAILED, 0)
-        finished = failed + counts.get(RunStatus.COMPLETED, 0)
-        rows.append(
-            {
-                "function": function.describe(),
-                "runs_url": reverse("durable_flows:dashboard")
-                + "?"
-                + urlencode({"function": function.id}),
-                "total": sum(counts.values()),
-                "completed": counts.get(RunStatus.COMPLETED, 0),
-                "failed": failed,
-                "active": sum(counts.get(s, 0) for s in ("queued", "running", "waiting")),
-                "failure_rate": (failed / finished * 100) if finished else None,
-            }
-        )
-    return render_page(request, "functions.html", {"rows": rows, "nav": "functions"})

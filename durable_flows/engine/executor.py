@@ -266,7 +266,7 @@ class Execution:
         self.boundary()
         attempt = memo.attempts if memo else 0
         self.ctx.attempt = attempt
-        started_at = memo.started_at if memo and memo.started_at else clock.now()
+        started_at = clock.now()  # this attempt's: earlier ones are in failed_attempts
         checkpoint = {
             "name": name,
             "kind": kind,
@@ -380,9 +380,12 @@ class Execution:
                 self.fence()
                 step = self._save(memo, **{**fields, "status": StepStatus.FAILED})
             else:
-                # The failed attempt and the run's release commit together.
+                # The failed attempt and the run's release commit together; the
+                # attempt joins the step's history in the same write.
                 self._retry_later(when)
+                history = retry.attempt_history(memo, checkpoint["started_at"], error)
                 running = {**fields, "status": StepStatus.RUNNING, "ended_at": None}
+                running["failed_attempts"] = history
                 step = checkpoints.save_step(self.using, self.run, memo, **running)
         if when is not None:
             message = f"failed (attempt {failures}), retrying at {when.isoformat()}"

@@ -27,6 +27,7 @@ from ..exceptions import LeaseLost
 from ..models import Event, Run, RunStatus, Step, StepStatus, new_id
 from . import admission, inbox, waits
 from .leases import held
+from .retry import attempt_history
 
 log = logging.getLogger("durable_flows.worker")
 
@@ -50,6 +51,7 @@ def cancel(run_id: str, using: str, *, error: dict[str, Any] | None = None) -> s
         )
         if stopped:
             run = Run.objects.using(using).get(pk=run_id)
+            close_steps(run_id, using, now)
             waits.close(run, using, now)
             send_system(_lifecycle_events(run))
             notify.run_finished(using)
@@ -62,6 +64,14 @@ def cancel(run_id: str, using: str, *, error: dict[str, Any] | None = None) -> s
             .update(cancel_requested=True, updated_at=now, **reason)
         )
     return "requested" if flagged else None
+
+
+def close_steps(run_id: str, using: str, now: datetime) -> None:
+    """A cancelled run's open steps (a sleep, a wait, an invoke; a step awaiting its
+    retry) are cancelled with it: none stays ``waiting`` for ever."""
+    Step.objects.using(using).filter(
+        run_id=run_id, status__in=[StepStatus.WAITING, StepStatus.RUNNING]
+    ).update(status=StepStatus.CANCELLED, ended_at=now, wake_at=None)
 
 
 def cancel_reason(run: Run, using: str) -> dict[str, Any]:
@@ -99,8 +109,11 @@ def retry_failed(run_id: str, using: str) -> bool:
             .first()
         )
         if last_failed is not None:
+            started = last_failed.started_at or now
+            error, ended = last_failed.error or {}, last_failed.ended_at
+            history = attempt_history(last_failed, started, error, ended)
             Step.objects.using(using).filter(pk=last_failed.pk).update(
-                status=StepStatus.RUNNING, attempts=0, ended_at=None
+                status=StepStatus.RUNNING, attempts=0, ended_at=None, failed_attempts=history
             )
         waits.arm_cancel_rules([Run.objects.using(using).get(pk=run_id)], using)
         notify.work_available(using)
@@ -145,6 +158,8 @@ def finish(
         if updated != 1:
             raise LeaseLost(f"run {run.pk} is no longer leased to this worker")
         run.status, run.output, run.error, run.ended_at = status, output, error, now
+        if status == RunStatus.CANCELLED:
+            close_steps(run.pk, using, now)
         if crashed:
             Step.objects.using(using).filter(run_id=run.pk, status=StepStatus.RUNNING).update(
                 status=StepStatus.FAILED, error=error, ended_at=now, attempts=crashed

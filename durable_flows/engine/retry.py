@@ -11,6 +11,7 @@ from .. import clock
 from ..conf import flow_settings
 from ..durations import parse_duration
 from ..exceptions import NonRetriableError, RetryAfterError, StepError, StepOutputError
+from ..models import Step
 
 
 def backoff(failures: int) -> timedelta:
@@ -55,3 +56,24 @@ def error_dict(exc: BaseException) -> dict[str, Any]:
         "message": str(message),
         "traceback": "".join(lines),
     }
+
+
+# An attempt's message in a step's history is cut to this many characters.
+ATTEMPT_MESSAGE = 1000
+
+
+def attempt_history(
+    step: Step | None,
+    started_at: datetime,
+    error: dict[str, Any],
+    ended_at: datetime | None = None,
+) -> list[dict[str, Any]]:
+    """``step``'s failed attempts with one more: the attempt that began at ``started_at``
+    and raised ``error`` at ``ended_at`` (now): its type and message, not its traceback."""
+    message = str(error.get("message") or "")
+    entry = {
+        "started_at": started_at.isoformat(),
+        "ended_at": (ended_at or clock.now()).isoformat(),
+        "error": {"type": error.get("type") or "Error", "message": message[:ATTEMPT_MESSAGE]},
+    }
+    return [*((step.failed_attempts or []) if step else []), entry]

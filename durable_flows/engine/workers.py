@@ -6,19 +6,28 @@ from __future__ import annotations
 import os
 import socket
 from datetime import datetime, timedelta
+from typing import Any
 
+from django.db.models import Count
+
+from ..conf import flow_settings
 from ..models import Run, RunStatus
 from ..models import Worker as WorkerRow
 from . import leases, step_tasks
 
 
-def register(using: str, name: str, queues: list[str], concurrency: int) -> WorkerRow:
+def register(
+    using: str, name: str, queues: list[str], concurrency: int, functions: list[str]
+) -> WorkerRow:
+    """This worker's row, with the ids of the functions it executes (the web process and
+    the other workers may know others: see ``served``)."""
     row = WorkerRow(
         name=name[:255],
         hostname=socket.gethostname()[:255],
         pid=os.getpid(),
         queues=queues,
         concurrency=concurrency,
+        functions=sorted(functions),
     )
     row.save(using=using, force_insert=True)
     return row
@@ -63,3 +72,28 @@ def work_soon(
     if queues:
         soon = soon.filter(queue__in=queues)
     return soon.exists() or step_tasks.tasks_due(using, function_ids, queues, now + ahead)
+
+
+def live(using: str, now: datetime) -> Any:
+    """The rows of workers that heartbeat within the lease."""
+    since = now - timedelta(seconds=float(flow_settings.LEASE_SECONDS))
+    return WorkerRow.objects.using(using).filter(heartbeat_at__gte=since)
+
+
+def served(using: str, now: datetime) -> set[str]:
+    """The ids of the functions that live workers execute."""
+    rows = live(using, now).values_list("functions", flat=True)
+    return {f for functions in rows if isinstance(functions, list) for f in functions}
+
+
+def unserved_queued(using: str, now: datetime) -> dict[str, int]:
+    """``{function id: queued runs}`` for the functions no live worker executes: those
+    runs stay queued until a worker that knows the function starts."""
+    queued = Run.objects.using(using).filter(status=RunStatus.QUEUED)
+    counts = (
+        queued.exclude(function_id__in=sorted(served(using, now)))
+        .values_list("function_id")
+        .annotate(n=Count("id"))
+        .values_list("function_id", "n")
+    )
+    return dict(counts)

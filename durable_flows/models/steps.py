@@ -29,6 +29,8 @@ class StepStatus(models.TextChoices):
     """Done; ``output`` is memoized and never recomputed."""
     FAILED = "failed", "Failed"
     """Retries exhausted or not retriable; replays raise ``StepError``."""
+    CANCELLED = "cancelled", "Cancelled"
+    """A sleep, wait or invoke left open when its run was cancelled."""
 
 
 class Step(models.Model):
@@ -44,6 +46,11 @@ class Step(models.Model):
     output = models.JSONField(null=True, blank=True)
     error = models.JSONField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)
+    # The row is the latest attempt (its start, end, error); earlier attempts that
+    # raised are kept here, written with the retry (no write of their own).
+    failed_attempts = models.JSONField(
+        null=True, blank=True, help_text="Earlier attempts that raised: start, end, error"
+    )
     started_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
     wake_at = models.DateTimeField(

@@ -17,6 +17,9 @@ class Worker(models.Model):
     pid = models.IntegerField(null=True)
     queues = models.JSONField(default=list, blank=True)
     concurrency = models.PositiveIntegerField(default=1)
+    functions = models.JSONField(
+        default=list, blank=True, help_text="The ids of the functions this worker executes"
+    )
     started_at = models.DateTimeField(default=timezone.now)
     heartbeat_at = models.DateTimeField(default=timezone.now)
 

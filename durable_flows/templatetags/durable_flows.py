@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -67,3 +67,13 @@ def between(start: datetime | None, end: datetime | None) -> str:
     if start is None or end is None:
         return ""
     return format_duration(end - start)
+
+
+@register.filter
+def epoch_ms(value: Any) -> str:
+    """An event's ``ts`` (milliseconds since the epoch) as a UTC date and time."""
+    try:
+        moment = datetime.fromtimestamp(int(value) / 1000, UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return str(value)
+    return moment.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
