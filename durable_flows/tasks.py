@@ -54,7 +54,7 @@ def function_id(task: Any) -> str:
     return FUNCTION_PREFIX + task.module_path
 
 
-class DurableFlowsBackend(BaseTaskBackend):  # type: ignore[misc]
+class DurableFlowsBackend(BaseTaskBackend):
     """Django's Tasks framework on durable_flows' runs and ``runflows`` workers."""
 
     supports_defer = True
