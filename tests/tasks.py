@@ -44,3 +44,9 @@ def write_row(key: str) -> str:
     """Its row and its result commit together, exactly once."""
     Ledger.objects.create(key=key)
     return key
+
+
+@task(backend="retrying")
+def write_row_retrying(key: str) -> str:
+    Ledger.objects.create(key=key)
+    return key

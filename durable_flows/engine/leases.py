@@ -16,11 +16,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Case, Exists, F, OuterRef, Value, When
+from django.db.models import F, Value
 
 from .. import clock, notify, storage
 from ..exceptions import LeaseLost
-from ..models import Run, RunStatus, Step, new_id
+from ..models import Run, RunStatus, new_id
 from . import slots
 
 log = logging.getLogger("durable_flows.worker")
@@ -55,16 +55,11 @@ def rescue(using: str, live_worker_ids: Any) -> int:
     The worker died while it held them (a step that killed its process, the OOM
     killer, a SIGKILL...): that counts as a failed attempt of each (``attempt``),
     so a run that kills every worker that executes it fails after its retries
-    instead of crash-looping them all. A run that recorded a step since it was
-    claimed made progress: its crash is not counted (it cannot loop: its steps are
-    finite), so a worker killed right after a checkpoint costs no attempt.
+    instead of crash-looping them all.
     """
-    progressed = Exists(
-        Step.objects.filter(run_id=OuterRef("pk"), ended_at__gte=OuterRef("updated_at"))
-    )
     return _requeue(
         Run.objects.using(using).orphaned(live_worker_ids),
-        attempt=Case(When(progressed, then=F("attempt")), default=F("attempt") + 1),
+        attempt=F("attempt") + 1,
         error=Value(crashed_error(), output_field=Run._meta.get_field("error")),
     )
 

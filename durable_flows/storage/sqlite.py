@@ -13,6 +13,7 @@ from django.db import connections, transaction
 from django.db.models import F
 from django.db.models.expressions import RawSQL
 
+from .. import clock
 from ..exceptions import LeaseLost
 from ..models import Run, RunStatus
 from .base import Storage
@@ -46,10 +47,10 @@ class SqliteStorage(Storage):
         with connection.cursor() as cursor:
             cursor.execute(
                 f"UPDATE {connection.ops.quote_name(Run._meta.db_table)} "  # noqa: S608
-                # updated_at stays the claim's time (leases.rescue compares steps to it)
-                "SET lease_token = lease_token WHERE id = %s AND lease_token = %s "
-                "AND status = %s RETURNING cancel_requested",
+                "SET updated_at = %s WHERE id = %s AND lease_token = %s AND status = %s "
+                "RETURNING cancel_requested",
                 [
+                    connection.ops.adapt_datetimefield_value(clock.now()),
                     run_id,
                     token,
                     RunStatus.RUNNING.value,
