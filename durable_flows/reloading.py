@@ -75,10 +75,20 @@ def watch(stop_worker: Callable[[], None]) -> Callable[[], bool]:
         stop_worker()
         return True  # handled: no abrupt exit from the watcher's thread
 
+    watching = threading.Event()
+
+    def on_start(sender: object, **kwargs: Any) -> None:
+        watching.set()
+
     autoreload.file_changed.connect(on_change, weak=False)
+    autoreload.autoreload_started.connect(on_start, weak=False)
     threading.Thread(
         target=reloader.run, args=(threading.main_thread(),), name="df-reload", daemon=True
     ).start()
+    # The watcher's first look at the files is its baseline: the worker starts after it
+    # (loading the URLconf first can take a while), so no change goes unseen.
+    watching.wait(timeout=60)
+    time.sleep(0.2)
     log.info("watching for file changes with %s", type(reloader).__name__)
 
     def stopped_for_a_change() -> bool:
