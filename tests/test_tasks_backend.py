@@ -8,7 +8,8 @@ import asyncio
 from datetime import timedelta
 
 import pytest
-from django.db import transaction
+from asgiref.sync import sync_to_async
+from django.db import connections, transaction
 from django.utils import timezone
 from django_tasks import TaskResultStatus, default_task_backend, task_backends
 from django_tasks.exceptions import InvalidTaskError, TaskResultDoesNotExist
@@ -103,7 +104,9 @@ def test_async_task_functions_run(start_worker):
 
 def test_aenqueue_and_aget_result(start_worker):
     async def enqueue():
-        return await tasks.add.aenqueue(20, 22)
+        enqueued = await tasks.add.aenqueue(20, 22)
+        await sync_to_async(lambda: connections.close_all())()
+        return enqueued
 
     result = asyncio.run(enqueue())
     assert start_worker("--burst").wait(60) == 0
@@ -111,13 +114,11 @@ def test_aenqueue_and_aget_result(start_worker):
     async def read():
         found = await tasks.add.aget_result(result.id)
         await result.arefresh()
+        await sync_to_async(lambda: connections.close_all())()  # the ORM thread of async code
         return found
 
     found = asyncio.run(read())
     assert found.return_value == 42 and result.return_value == 42
-    from django.db import connections
-
-    connections.close_all()
 
 
 def test_enqueue_commits_and_rolls_back_with_the_caller(start_worker):
