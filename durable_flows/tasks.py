@@ -116,9 +116,11 @@ class DurableFlowsBackend(BaseTaskBackend):
         )
         step = Step.objects.using(db_alias()).filter(run_id=run.pk, name=STEP).first()
         attempts = step.attempts if step is not None else 0
-        errors = []
+        # Each failed attempt's error, then the final one of a task that failed.
+        history = step.failed_attempts if step is not None else None
+        errors = [_task_error(entry.get("error") or {}) for entry in history or []]
         if run.status in (RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.SKIPPED):
-            errors = [_task_error(run.error or {})]
+            errors.append(_task_error(run.error or {}))
         result = self._result(
             task,
             run.pk,
@@ -186,16 +188,43 @@ def _execute(ctx: Any) -> Any:
 
 
 def _call(run_id: str, data: dict[str, Any]) -> Any:
+    """One attempt of the task, inside its step's transaction; the framework's
+    ``task_started`` and ``task_finished`` signals around it."""
     task = _task(data["task"])
+    backend = _backend(data.get("backend"))
     args, kwargs = data.get("args", []), data.get("kwargs", {})
+    now = clock.now()
     if task.takes_context:
-        backend = _backend(data.get("backend"))
         result = backend.get_result(run_id)
         # This execution is an attempt: the framework counts attempts by worker ids.
         object.__setattr__(result, "status", _ResultStatus.RUNNING)
+        object.__setattr__(result, "last_attempted_at", now)
         result.worker_ids.append(run_id)
         args = [_base.TaskContext(task_result=result), *args]
-    return _utils.normalize_json(task.call(*args, **kwargs))
+    else:  # what the signals' receivers read, without a query
+        result = backend._result(
+            task, run_id, _ResultStatus.RUNNING, data, started_at=now, last_attempted_at=now
+        )
+    _signals.task_started.send(type(backend), task_result=result)
+    try:
+        value = _utils.normalize_json(task.call(*args, **kwargs))
+    except BaseException as exc:
+        error = _base.TaskError(
+            exception_class_path=_utils.get_module_path(type(exc)),
+            traceback=_utils.get_exception_traceback(exc),
+        )
+        result.errors.append(error)
+        _finished(backend, result, _ResultStatus.FAILED)
+        raise
+    object.__setattr__(result, "_return_value", value)
+    _finished(backend, result, _ResultStatus.SUCCESSFUL)
+    return value
+
+
+def _finished(backend: Any, result: Any, status: Any) -> None:
+    object.__setattr__(result, "status", status)
+    object.__setattr__(result, "finished_at", clock.now())
+    _signals.task_finished.send(type(backend), task_result=result)
 
 
 def _task(module_path: str) -> Any:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 
+from django.dispatch import receiver
 from django_tasks import TaskContext, task
+from django_tasks.signals import task_finished, task_started
 
 from .models import Effect, Ledger
 
@@ -50,3 +52,17 @@ def write_row(key: str) -> str:
 def write_row_retrying(key: str) -> str:
     Ledger.objects.create(key=key)
     return key
+
+
+# The framework's signals, as a project would receive them: in the worker, inside the
+# task's transaction (so a failed attempt leaves no row).
+@receiver(task_started)
+def _started(sender, task_result, **kwargs) -> None:
+    if task_result.task.func is add.func:
+        Effect.objects.create(key=f"signal:started:{task_result.status}", run_id=task_result.id)
+
+
+@receiver(task_finished)
+def _finished(sender, task_result, **kwargs) -> None:
+    if task_result.task.func is add.func:
+        Effect.objects.create(key=f"signal:finished:{task_result.status}", run_id=task_result.id)

@@ -12,12 +12,12 @@ from asgiref.sync import sync_to_async
 from django.db import connections, transaction
 from django.utils import timezone
 from django_tasks import TaskResultStatus, default_task_backend, task_backends
-from django_tasks.exceptions import InvalidTaskError, TaskResultDoesNotExist
+from django_tasks.exceptions import InvalidTaskError, TaskResultDoesNotExist, TaskResultMismatch
 
 import durable_flows as df
 from durable_flows.models import Run
 from tests import tasks
-from tests.models import Ledger
+from tests.models import Effect, Ledger
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -44,9 +44,17 @@ def test_the_documented_flow_enqueue_then_refresh_and_read_the_return_value(star
     assert result.args == [2, 3] and result.kwargs == {}
     assert result.enqueued_at and result.started_at and result.finished_at
     assert result.attempts == 1
+    signals = Effect.objects.filter(run_id=result.id).values_list("key", flat=True)
+    assert sorted(signals) == ["signal:finished:SUCCESSFUL", "signal:started:RUNNING"]
     again = tasks.add.get_result(result.id)
     assert again.return_value == 5 and again.task.func is tasks.add.func
     assert default_task_backend.get_result(result.id).status == TaskResultStatus.SUCCESSFUL
+
+
+def test_a_result_read_through_another_task_is_a_mismatch():
+    result = tasks.send_email.enqueue("ada@example.com")
+    with pytest.raises(TaskResultMismatch):
+        tasks.add.get_result(result.id)
 
 
 def test_unknown_results_and_invalid_tasks_are_refused():
@@ -93,6 +101,9 @@ def test_retries_from_options_and_the_context_attempt(start_worker):
     assert result.status == TaskResultStatus.SUCCESSFUL
     assert result.return_value == {"attempt": 3, "result_id": result.id}
     assert result.attempts == 3
+    # The two failed attempts' errors, in order, as the framework documents them.
+    assert [e.exception_class for e in result.errors] == [ConnectionError, ConnectionError]
+    assert "attempt 1 failed" in result.errors[0].traceback
 
 
 def test_async_task_functions_run(start_worker):

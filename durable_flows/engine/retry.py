@@ -69,11 +69,15 @@ def attempt_history(
     ended_at: datetime | None = None,
 ) -> list[dict[str, Any]]:
     """``step``'s failed attempts with one more: the attempt that began at ``started_at``
-    and raised ``error`` at ``ended_at`` (now): its type and message, not its traceback."""
+    and raised ``error`` at ``ended_at`` (now): its type, class and message, not its
+    traceback."""
     message = str(error.get("message") or "")
+    summary = {"type": error.get("type") or "Error", "message": message[:ATTEMPT_MESSAGE]}
+    if error.get("class"):
+        summary["class"] = error["class"]
     entry = {
         "started_at": started_at.isoformat(),
         "ended_at": (ended_at or clock.now()).isoformat(),
-        "error": {"type": error.get("type") or "Error", "message": message[:ATTEMPT_MESSAGE]},
+        "error": summary,
     }
     return [*((step.failed_attempts or []) if step else []), entry]
