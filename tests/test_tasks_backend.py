@@ -170,3 +170,21 @@ def test_task_runs_are_listed_by_the_api_under_their_function(admin_client):
     response = admin_client.get("/flows/api/runs/", {"function_id": "task:tests.tasks.add"})
     assert response.status_code == 200
     assert [run["id"] for run in response.json()["results"]] == [result.id]
+
+
+def test_task_runs_show_in_the_dashboard_and_the_admin(admin_client):
+    result = tasks.add.enqueue(1, 2)
+    page = admin_client.get(f"/flows/runs/{result.id}/")
+    assert page.status_code == 200 and b"task:tests.tasks.add" in page.content
+    listing = admin_client.get("/admin/durable_flows/run/", {"q": result.id})
+    assert listing.status_code == 200 and result.id.encode() in listing.content
+
+
+@pytest.mark.parametrize("retries", [-1, 21, "2", True])
+def test_a_bad_retries_option_is_refused_clearly(retries):
+    from django.core.exceptions import ImproperlyConfigured
+
+    from durable_flows.tasks import DurableFlowsBackend
+
+    with pytest.raises(ImproperlyConfigured, match=r"'retries'\] must be an integer from 0"):
+        DurableFlowsBackend("bad", {"OPTIONS": {"retries": retries}})
