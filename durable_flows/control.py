@@ -21,7 +21,9 @@ def _get(run_id: str, using: str) -> Run:
 def cancel(run_id: str) -> Run:
     """Cancel a run: a queued, sleeping or waiting one at once, a running one between steps.
 
-    Cancelling a finished run changes nothing. Returns the run as it now is.
+    The runs it invoked that have not finished are cancelled too, recursively; their
+    error names this run (``error["cancelled_with"]``). Cancelling a finished run
+    changes nothing. Returns the run as it now is.
 
     Raises:
         RunNotFound: No run has this id.

@@ -318,4 +318,10 @@ def echo(ctx: df.Context) -> object:
 
 # Failing, crashing and slow steps; values that are not JSON; started functions; the
 # programs of tests/model_based.py.
-from . import flows_failures, flows_handles, flows_values, model_flows  # noqa: E402, F401
+from . import (  # noqa: E402, F401
+    flows_cascade,
+    flows_failures,
+    flows_handles,
+    flows_values,
+    model_flows,
+)

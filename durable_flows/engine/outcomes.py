@@ -24,7 +24,7 @@ from ..definitions.payloads import (
     normalise,
 )
 from ..exceptions import LeaseLost
-from ..models import Event, Run, RunStatus, Step, StepStatus, new_id
+from ..models import FINISHED, Event, Run, RunStatus, Step, StepStatus, new_id
 from . import admission, inbox, waits
 from .leases import held
 from .retry import attempt_history
@@ -52,6 +52,7 @@ def cancel(run_id: str, using: str, *, error: dict[str, Any] | None = None) -> s
         if stopped:
             run = Run.objects.using(using).get(pk=run_id)
             close_steps(run_id, using, now)
+            cancel_children(run, using)
             waits.close(run, using, now)
             send_system(_lifecycle_events(run))
             notify.run_finished(using)
@@ -72,6 +73,30 @@ def close_steps(run_id: str, using: str, now: datetime) -> None:
     Step.objects.using(using).filter(
         run_id=run_id, status__in=[StepStatus.WAITING, StepStatus.RUNNING]
     ).update(status=StepStatus.CANCELLED, ended_at=now, wake_at=None)
+
+
+def cancel_children(run: Run, using: str) -> None:
+    """A cancelled run's invoked runs that have not finished are cancelled too, and
+    theirs in turn; each child's error names the ancestor whose cancellation reached it
+    (the run first cancelled, however deep the child)."""
+    cause = run.error if isinstance(run.error, dict) else {}
+    ancestor = cause.get("cancelled_with") or run.pk
+    children = (
+        Run.objects.using(using)
+        .filter(parent_run_id=run.pk)
+        .exclude(status__in=FINISHED)
+        .values_list("pk", flat=True)
+    )
+    for child_id in list(children):
+        cancel(
+            child_id,
+            using,
+            error={
+                "type": "Cancelled",
+                "message": f"cancelled with run {ancestor}, which it was invoked under",
+                "cancelled_with": ancestor,
+            },
+        )
 
 
 def cancel_reason(run: Run, using: str) -> dict[str, Any]:
@@ -160,6 +185,7 @@ def finish(
         run.status, run.output, run.error, run.ended_at = status, output, error, now
         if status == RunStatus.CANCELLED:
             close_steps(run.pk, using, now)
+            cancel_children(run, using)
         if crashed:
             Step.objects.using(using).filter(run_id=run.pk, status=StepStatus.RUNNING).update(
                 status=StepStatus.FAILED, error=error, ended_at=now, attempts=crashed
