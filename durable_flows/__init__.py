@@ -38,6 +38,7 @@ __all__ = [
     "handle",
     "rerun",
     "send",
+    "signal",
     "start",
 ]
 
@@ -49,6 +50,7 @@ _LAZY = {
     "send": "durable_flows.events",
     "cancel": "durable_flows.control",
     "rerun": "durable_flows.control",
+    "signal": "durable_flows.control",
     "RunHandle": "durable_flows.handles",
     "handle": "durable_flows.handles",
     "start": "durable_flows.handles",
@@ -79,7 +81,7 @@ from .exceptions import (  # noqa: E402
 )
 
 if TYPE_CHECKING:
-    from .control import cancel, rerun
+    from .control import cancel, rerun, signal
     from .engine.context import Context
     from .events import send
     from .handles import RunHandle, handle, start

@@ -1,12 +1,14 @@
-"""Control from Python (and the admin, API and dashboard): cancel, rerun, retry."""
+"""Control from Python (and the admin, API and dashboard): cancel, rerun, retry, signal."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from django.db import transaction
 
 from . import clock, notify
 from .conf import db_alias
-from .engine import outcomes, waits
+from .engine import mailbox, outcomes, waits
 from .exceptions import DurableFlowsError, RunNotFound
 from .models import Run
 
@@ -36,6 +38,18 @@ def cancel(run_id: str) -> Run:
         if outcome or run.is_finished:
             return run
     return run
+
+
+def signal(run_id: str, name: str, data: dict[str, Any] | None = None) -> str:
+    """Send a message to one run: the next ``ctx.step.wait_for_signal`` of ``name`` it
+    reaches (or is waiting in) returns ``data``. Kept until then; taken once. Inside
+    ``transaction.atomic()`` it commits or rolls back with the caller. Returns the
+    signal's id.
+
+    Raises:
+        RunNotFound: No run has this id, or it has finished.
+    """
+    return mailbox.send(run_id, name, data, db_alias())
 
 
 def rerun(run_id: str) -> str:

@@ -322,6 +322,7 @@ from . import (  # noqa: E402, F401
     flows_cascade,
     flows_failures,
     flows_handles,
+    flows_signals,
     flows_values,
     model_flows,
 )

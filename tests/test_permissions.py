@@ -16,7 +16,7 @@ from django.contrib.auth.models import Permission, User
 from django.test import Client
 
 from durable_flows.keys import create_key
-from durable_flows.models import Event, Run
+from durable_flows.models import Event, Run, Signal
 from durable_flows.testing import run_until_idle
 from tests.conftest import start
 
@@ -50,7 +50,7 @@ CELLS = permission_table()
 
 
 def test_the_table_covers_every_role_of_every_endpoint():
-    assert len(CELLS) == 30 * len(ROLES)
+    assert len(CELLS) == 31 * len(ROLES)
 
 
 def user_with(name: str, codenames: list[str], *, staff: bool = True) -> User:
@@ -81,6 +81,8 @@ def effect_of(path: str, action: str | None, run: Run, failed: Run) -> Callable[
         return lambda: Run.objects.get(pk=failed.pk).status != "failed"
     if "events" in kind:
         return lambda: Event.objects.filter(name="test/by-permission").exists()
+    if "signal" in kind:
+        return lambda: Signal.objects.filter(run_id=run.pk, name="test/by-permission").exists()
     raise AssertionError(f"no effect known for {path}")
 
 
@@ -108,7 +110,7 @@ def test_each_cell_of_the_permission_table(interface, request_text, role, expect
         if action:
             body = {"action": action, "_selected_action": [objects[target]]}
             response = client.post(path, body)
-        elif interface == "api" and path.endswith("/events/"):
+        elif interface == "api" and path.endswith(("/events/", "/signal/")):
             body = json.dumps({"name": "test/by-permission"})
             response = client.post(path, body, content_type="application/json")
         else:

@@ -107,3 +107,13 @@ class FunctionSerializer(serializers.Serializer):
     triggers = TriggerSerializer(many=True)
     retries = serializers.IntegerField()
     queue = serializers.CharField()
+
+
+class SignalInSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=255)
+    data = serializers.DictField(required=False, default=dict)
+
+
+class SignalSentSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    run_id = serializers.CharField()

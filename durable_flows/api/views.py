@@ -25,7 +25,7 @@ from rest_framework.views import exception_handler
 
 from .. import __version__, control, ingest, permissions
 from ..definitions.functions import registry
-from ..exceptions import EventValidationError, RunNotFound
+from ..exceptions import EventValidationError, RunNotFound, StepUsageError
 from ..middleware import url_problem
 from ..models import Event, Run, RunStatus, Step
 from . import serializers as s
@@ -127,11 +127,14 @@ class EventFilter(django_filters.FilterSet):
 
 
 class RunSchema(AutoSchema):
-    """cancel and rerun take no body and answer with the run (the new one for rerun)."""
+    """cancel, rerun and retry take no body and answer with the run (the new one for
+    rerun); signal takes a name and data and answers 202."""
 
     def get_request_serializer(self) -> Any:
         if getattr(self.view, "action", None) in ("cancel", "rerun", "retry"):
             return None
+        if getattr(self.view, "action", None) == "signal":
+            return s.SignalInSerializer
         return super().get_request_serializer()
 
     def get_response_serializers(self) -> Any:
@@ -142,6 +145,8 @@ class RunSchema(AutoSchema):
             return {201: s.RunDetailSerializer, 404: s.ErrorSerializer}
         if action_name == "retry":
             return {200: s.RunDetailSerializer, 404: s.ErrorSerializer, 409: s.ErrorSerializer}
+        if action_name == "signal":
+            return {202: s.SignalSentSerializer, 400: s.ErrorSerializer, 404: s.ErrorSerializer}
         return super().get_response_serializers()
 
 
@@ -181,6 +186,7 @@ class RunViewSet(APIMixin, viewsets.ReadOnlyModelViewSet):
         "cancel": "control_runs",
         "rerun": "control_runs",
         "retry": "control_runs",
+        "signal": "control_runs",
     }
 
     filter_backends = [DjangoFilterBackend]
@@ -221,6 +227,18 @@ class RunViewSet(APIMixin, viewsets.ReadOnlyModelViewSet):
                 {"error": str(exc), "detail": str(exc)}, status=status.HTTP_409_CONFLICT
             )
         return self._answer(run.pk, status.HTTP_200_OK)
+
+    @action(detail=True, methods=["post"])
+    def signal(self, request: Request, pk: str) -> Response:
+        """Send a signal to the run: its next ``wait_for_signal`` of that name takes it
+        (404 if the run is unknown or finished)."""
+        body = s.SignalInSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            signal_id = control.signal(pk, body.validated_data["name"], body.validated_data["data"])
+        except StepUsageError as exc:
+            raise exceptions.ValidationError({"data": [str(exc)]}) from None
+        return Response({"id": signal_id, "run_id": pk}, status=status.HTTP_202_ACCEPTED)
 
 
 # The request body of POST api/events/: one of these, or a list of them.

@@ -12,7 +12,7 @@ from typing import Any
 from ..definitions.payloads import Event
 from ..exceptions import StepArgumentError
 from ..models import Event as EventRow
-from . import waiting
+from . import mailbox, waiting
 from .parallel import run_group
 from .signals import Runner
 
@@ -185,6 +185,25 @@ class Steps:
         return waiting.invoke(
             self._execution, step_id, function=function, data=data, timeout=timeout
         )
+
+    def wait_for_signal(
+        self, step_id: str, name: str, timeout: timedelta | str
+    ) -> dict[str, Any] | None:
+        """Wait for a signal ``name`` sent to this run with ``df.signal``, or None at timeout.
+
+        A signal sent before the run reaches this step is kept and taken here; each
+        signal is taken once, the oldest of its name first. The run holds no worker
+        while it waits.
+
+        Args:
+            step_id: The step's name within the run.
+            name: The signal's name.
+            timeout: How long to wait: a ``timedelta`` or a string such as ``"1h"``.
+
+        Returns:
+            The signal's data (a dict), or ``None`` when the timeout passed first.
+        """
+        return mailbox.wait_for_signal(self._execution, step_id, name, timeout)
 
 
 # The keywords ctx.step.run takes: its own options, keyword-only, read from its signature.

@@ -6,6 +6,7 @@ from .flow import FlowKey, RunEvent, StepTask, StepTaskStatus
 from .ids import FlowManager, new_id
 from .keys import EventKey, EventKeyQuerySet
 from .runs import CLAIMABLE, FINISHED, Run, RunQuerySet, RunStatus
+from .signals import Signal
 from .steps import Step, StepKind, StepStatus
 from .waits import Wait, WaitKind, WaitPath, WaitStatus
 from .workers import Worker
@@ -23,6 +24,7 @@ __all__ = [
     "RunEvent",
     "RunQuerySet",
     "RunStatus",
+    "Signal",
     "Step",
     "StepKind",
     "StepStatus",

@@ -16,6 +16,7 @@ class StepKind(models.TextChoices):
     WAIT_FOR_EVENT = "wait_for_event", "Wait for event"
     SEND_EVENT = "send_event", "Send event"
     INVOKE = "invoke", "Invoke"
+    WAIT_FOR_SIGNAL = "wait_for_signal", "Wait for signal"
 
 
 class StepStatus(models.TextChoices):
