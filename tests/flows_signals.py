@@ -1,6 +1,9 @@
-"""Functions that wait for signals, for tests/test_signals.py."""
+"""Functions that wait for signals (tests/test_signals.py), and one whose code changes
+under its runs (tests/test_patching.py)."""
 
 from __future__ import annotations
+
+import os
 
 import durable_flows as df
 
@@ -15,3 +18,16 @@ def signal_waiter(ctx: df.Context) -> list:
             ctx.step.wait_for_signal("take", data.get("name", "go"), data.get("timeout", "1h"))
         )
     return got
+
+
+@df.function(id="patchable", trigger=df.TriggerEvent(event="test/patch"), retries=0)
+def patchable(ctx: df.Context) -> dict:
+    """Version 2 of its code (``PATCH_VERSION=2`` in the worker) adds a step, behind
+    ``ctx.patched``; version 1 has only the nap."""
+    new = False
+    if os.environ.get("PATCH_VERSION") == "2":
+        new = ctx.patched("extra-step")
+        if new:
+            ctx.step.run("extra", lambda: "extra")
+    ctx.step.sleep("nap", ctx.event.data.get("nap", "2s"))
+    return {"patched": new}

@@ -12,7 +12,7 @@ from typing import Any
 from ..definitions.payloads import Event
 from ..exceptions import StepArgumentError
 from ..models import Event as EventRow
-from . import mailbox, waiting
+from . import mailbox, patching, waiting
 from .parallel import run_group
 from .signals import Runner
 
@@ -291,12 +291,29 @@ class Context:
         """In an ``on_failure`` handler: the event that started the failed run."""
         self.step = Steps(execution)
         """The step API: ``run``, ``sleep``, ``sleep_until``, ``wait_for_event``,
-        ``send_event``, ``invoke``."""
+        ``send_event``, ``invoke``, ``wait_for_signal``."""
         self.group = Group(execution)
         """``parallel``: steps executed at the same time."""
+        self._execution = execution
 
     def __repr__(self) -> str:
         return f"<Context {self.function_id} run={self.run_id}>"
+
+    def patched(self, change_id: str) -> bool:
+        """For changing code under running runs: True for a run that reaches this call
+        for the first time, False for one that had already recorded steps past this
+        point before the change existed. Recorded once per run; the same on replay.
+
+        ```python
+        if ctx.patched("send-sms-too"):
+            ctx.step.run("sms", send_sms, order_id)   # the new code
+        ctx.step.run("email", send_email, order_id)   # what old runs did
+        ```
+
+        Deploy, wait until the runs started before it have finished, then remove the
+        old branch and, later, the call (see the orchestration docs).
+        """
+        return patching.patched(self._execution, change_id)
 
     def _stored_event(self, event_id: str) -> Event | None:
         """The stored event ``event_id``, or None: on_failure handlers load the failed run's."""

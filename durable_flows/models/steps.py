@@ -17,6 +17,7 @@ class StepKind(models.TextChoices):
     SEND_EVENT = "send_event", "Send event"
     INVOKE = "invoke", "Invoke"
     WAIT_FOR_SIGNAL = "wait_for_signal", "Wait for signal"
+    PATCH = "patch", "Patch marker"
 
 
 class StepStatus(models.TextChoices):
