@@ -27,13 +27,16 @@ def patched(exe: Runner, change_id: str) -> bool:
             f"patched(change_id) must be 1-200 letters, digits or ._:/- , got {change_id!r}"
         )
     step_id = f"patch:{change_id}"
-    recorded = exe.memos.get(step_id)
-    if recorded is not None and recorded.status == StepStatus.COMPLETED:
-        return bool(recorded.output)
-    here = exe.position
-    # Steps recorded at or after this point: the run got there under the old code.
-    old = any(memo.position >= here and memo.kind != StepKind.PATCH for memo in exe.memos.values())
+    first = exe.memos.get(step_id)
+    if first is not None and step_id in exe.seen:  # asked again in this execution
+        return bool(first.output)
     name, position, memo = exe.reach(step_id, StepKind.PATCH)
+    if memo is not None and memo.status == StepStatus.COMPLETED:
+        return bool(memo.output)
+    # Steps recorded at or after this point: the run got there under the old code.
+    old = any(
+        other.position >= position and other.kind != StepKind.PATCH for other in exe.memos.values()
+    )
     exe.boundary()
     cp = _Checkpoint(exe, name, position, StepKind.PATCH, memo, clock.now())
     with transaction.atomic(using=exe.using):
