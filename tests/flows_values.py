@@ -3,8 +3,7 @@ and ``ctx.step.run`` called with keywords it does not take."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from decimal import Decimal
+from datetime import UTC, time
 
 import durable_flows as df
 
@@ -13,18 +12,18 @@ from .flows import record
 
 def _charge(shape: str) -> object:
     if shape == "nested":
-        return {"items": [1, {"paid": Decimal("9.99")}]}
-    return {"when": datetime(2030, 1, 2, tzinfo=UTC)}
+        return {"items": [1, {"at": time(12, 30, tzinfo=UTC)}]}
+    return {"tags": {"paid"}}
 
 
 @df.function(id="charge-order", trigger=df.TriggerEvent(event="test/not-json"), retries=2)
 def charge_order(ctx: df.Context) -> object:
-    """``shape``: what is not JSON — the step's result ("datetime", "nested") or the
+    """``shape``: what is not JSON — the step's result ("set", "nested") or the
     function's own ("function")."""
     record("charge-order-body", ctx.run_id)
     shape = ctx.event.data["shape"]
     if shape == "function":
-        return {"done": [ctx.step.run("ok", lambda: 1), datetime(2030, 1, 2, tzinfo=UTC)]}
+        return {"done": [ctx.step.run("ok", lambda: 1), object()]}
     return ctx.step.run("charge", _charge, shape)
 
 
@@ -47,4 +46,4 @@ def step_typos(ctx: df.Context) -> object:
 
 @df.function(id="invoke-not-json", trigger=df.TriggerEvent(event="test/invoke-not-json"))
 def invoke_not_json(ctx: df.Context) -> object:
-    return ctx.step.invoke("call", function="child", data={"at": [datetime(2030, 1, 2)]})
+    return ctx.step.invoke("call", function="child", data={"at": [frozenset()]})
