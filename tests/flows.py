@@ -316,6 +316,6 @@ def echo(ctx: df.Context) -> object:
     return payload
 
 
-# Failing, crashing and slow steps; values that are not JSON; started functions; the
-# programs of tests/model_based.py.
-from . import flows_failures, flows_handles, flows_values, model_flows  # noqa: E402, F401
+# Failing, crashing and slow steps; values (not JSON, dates and decimals); started
+# functions; typed events; the programs of tests/model_based.py.
+from . import flows_failures, flows_handles, flows_typed, flows_values, model_flows  # noqa: E402, F401

@@ -115,6 +115,12 @@ def name_of(cls: type, what: str) -> str:
     return name
 
 
+def is_schema_like(item: Any) -> bool:
+    """Is ``item`` a Pydantic model or a dataclass, or an instance of one? (One item to
+    send, though a model is iterable.)"""
+    return _is_schema_kind(item) or _is_schema_kind(type(item))
+
+
 def typed_item(item: Any, where: str) -> tuple[str, Any] | None:
     """An instance of a schema as the (name, data) to send; None for anything that is
     not a Pydantic model or a dataclass; ``EventValidationError`` for an unregistered
