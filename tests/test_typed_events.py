@@ -11,6 +11,7 @@ from decimal import Decimal
 
 import pytest
 from django.db import transaction
+from django.utils import timezone
 from pydantic import BaseModel
 
 import durable_flows as df
@@ -21,6 +22,7 @@ from durable_flows.exceptions import ConfigurationError
 from durable_flows.models import Event, Run
 from durable_flows.testing import run_until_idle
 from tests.conftest import start
+from tests.docs_examples import typed_events as examples
 from tests.flows_typed import OrderPlaced, SignedUp
 from tests.http_fixtures import bearer, event_key, staff
 
@@ -286,3 +288,25 @@ def test_a_pydantic_model_and_a_dataclass_are_both_accepted_kinds():
     assert issubclass(SignedUp, BaseModel)
     assert df.TriggerEvent(event=SignedUp).event == "typed/user.signed-up"
     assert df.TriggerEvent(event=OrderPlaced).schema is OrderPlaced
+
+
+# --- the examples of docs/typed-events.md ---------------------------------------------------
+
+
+def test_the_documented_examples_run_as_the_page_says():
+    (event_id,) = examples.pay(12, Decimal("120.50"))
+    run = Run.objects.get(event_id=event_id)
+    run_until_idle()
+    run.refresh_from_db()
+    assert run.status == "completed", run.error
+    assert run.output == {
+        "month": timezone.now().month,
+        "receipt": {"number": "R-12", "amount": "120.50"},
+    }
+    (refund_id,) = examples.request_refund(12)
+    assert Event.objects.get(pk=refund_id).data == {"invoice_id": 12, "reason": "damaged"}
+    assert examples.send_bad_data() == {
+        "invoice_id": ["expected an integer, got a string"],
+        "paid_at": ["this field is required"],
+    }
+    assert Event.objects.exclude(name__startswith="durable_flows/").count() == 2
