@@ -18,6 +18,7 @@ __all__ = [
     "Context",
     "Debounce",
     "Event",
+    "EventValidationError",
     "NonRetriableError",
     "Priority",
     "RateLimit",
@@ -34,6 +35,7 @@ __all__ = [
     "TriggerEvent",
     "__version__",
     "cancel",
+    "event_schema",
     "function",
     "handle",
     "rerun",
@@ -71,7 +73,9 @@ from .definitions.options import (  # noqa: E402
     TriggerEvent,
 )
 from .definitions.payloads import Event  # noqa: E402
+from .definitions.schemas import event_schema  # noqa: E402
 from .exceptions import (  # noqa: E402
+    EventValidationError,
     NonRetriableError,
     RetryAfterError,
     RunCancelledError,

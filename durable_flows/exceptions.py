@@ -20,9 +20,18 @@ class ConfigurationError(DurableFlowsError, ImproperlyConfigured):
 
 
 class EventValidationError(DurableFlowsError, ValueError):
-    """An event cannot be accepted as given; nothing was stored."""
+    """An event cannot be accepted as given; nothing was stored.
+
+    ``fields``: when its data does not fit the event's schema (``@df.event_schema``),
+    the messages for each field, such as ``{"order_id": ["expected an integer, got str"]}``
+    (``"__all__"``: the data as a whole).
+    """
 
     status_code = 400
+
+    def __init__(self, message: str, *, fields: dict[str, list[str]] | None = None) -> None:
+        super().__init__(message)
+        self.fields = fields or {}
 
 
 class EventTooLargeError(EventValidationError):

@@ -16,7 +16,7 @@ from django.http import HttpRequest
 from ulid import ULID
 
 from .conf import flow_settings
-from .definitions.payloads import parse_json_body
+from .definitions.values import parse_json_body
 from .events import send
 from .exceptions import EventTooLargeError, EventValidationError
 

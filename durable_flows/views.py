@@ -17,10 +17,17 @@ from .middleware import url_problem
 SEED_HEADER = "x-inngest-event-id-seed"
 
 
-def _reply(status: int, ids: list[str] | None = None, error: str | None = None) -> JsonResponse:
+def _reply(
+    status: int,
+    ids: list[str] | None = None,
+    error: str | None = None,
+    fields: dict[str, list[str]] | None = None,
+) -> JsonResponse:
     body: dict[str, object] = {"ids": ids or [], "status": status}
     if error is not None:
         body["error"] = error
+    if fields:
+        body["fields"] = fields
     return JsonResponse(body, status=status)
 
 
@@ -43,5 +50,5 @@ def inngest_event_api(request: HttpRequest, key: str) -> JsonResponse:
     try:
         ids = ingest.send_request(request, id_seed=request.headers.get(SEED_HEADER))
     except EventValidationError as exc:
-        return _reply(exc.status_code, error=str(exc))
+        return _reply(exc.status_code, error=str(exc), fields=exc.fields)
     return _reply(200, ids=ids)

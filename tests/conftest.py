@@ -132,6 +132,24 @@ def start_worker(transactional_db, tmp_path: Path) -> Iterator[Callable[..., Wor
         worker.stop()
 
 
+@pytest.fixture(params=["in-process", "runflows"])
+def execute(request):
+    """Execute what is runnable: in this process (``run_until_idle``), or by a real
+    ``runflows --burst`` process with two threads (on PostgreSQL: group commit and
+    prepared statements on, as in production)."""
+    if request.param == "in-process":
+        from durable_flows.testing import run_until_idle
+
+        return run_until_idle
+    start_worker = request.getfixturevalue("start_worker")
+
+    def execute() -> None:
+        worker = start_worker("--burst", "--concurrency", "2")
+        assert worker.wait(60) == 0, worker.output()
+
+    return execute
+
+
 def wait_until(predicate: Callable[[], object], timeout: float = 30, interval: float = 0.05):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -316,13 +316,15 @@ def echo(ctx: df.Context) -> object:
     return payload
 
 
-# Failing, crashing and slow steps; values that are not JSON; started functions; the
-# programs of tests/model_based.py.
+# Failing, crashing and slow steps; values (not JSON, dates and decimals); started
+# functions; invocation trees; signals and patches; typed events; the programs of
+# tests/model_based.py.
 from . import (  # noqa: E402, F401
     flows_cascade,
     flows_failures,
     flows_handles,
     flows_signals,
+    flows_typed,
     flows_values,
     model_flows,
 )

@@ -105,7 +105,7 @@ def test_invoke_data_that_is_not_json_fails_clearly_and_starts_no_child():
     assert (run.status, run.attempt, run.error["type"]) == ("failed", 0, "StepOutputError")
     assert run.error["message"] == (
         "step 'call' of function 'invoke-not-json' invoked 'child' with data that is not JSON: "
-        "datetime at data['at'][0]"
+        "frozenset at data['at'][0]"
     )
     assert not Run.objects.filter(parent_run=run).exists()
 

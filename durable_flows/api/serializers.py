@@ -93,6 +93,11 @@ class SentSerializer(serializers.Serializer):
 class ErrorSerializer(serializers.Serializer):
     error = serializers.CharField()
     detail = serializers.CharField()
+    fields = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField()),
+        required=False,
+        help_text="Event data that does not fit its event schema: each field's messages.",
+    )
 
 
 class TriggerSerializer(serializers.Serializer):

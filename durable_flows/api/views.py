@@ -56,8 +56,11 @@ class Pagination(PageNumberPagination):
 
 
 def handle_exception(exc: Exception, context: dict[str, Any]) -> Response | None:
-    """DRF's handler, plus our own errors as 4xx, with an ``error`` message in every body."""
+    """DRF's handler, plus our own errors as 4xx, with an ``error`` message in every body
+    (and ``fields``, each field's messages, when event data does not fit its schema)."""
+    fields = None
     if isinstance(exc, EventValidationError):
+        fields = exc.fields
         api_exc = exceptions.APIException(str(exc))
         api_exc.status_code = exc.status_code
         exc = api_exc
@@ -67,6 +70,8 @@ def handle_exception(exc: Exception, context: dict[str, Any]) -> Response | None
     if response is not None and isinstance(response.data, dict):
         detail = response.data.get("detail")
         response.data["error"] = str(detail) if detail is not None else _one_line(response.data)
+        if fields:
+            response.data["fields"] = fields
     return response
 
 

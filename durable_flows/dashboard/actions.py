@@ -12,7 +12,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from .. import control, permissions
 from ..definitions.functions import registry
-from ..definitions.payloads import parse_json_body
+from ..definitions.values import parse_json_body
 from ..events import send
 from ..exceptions import EventValidationError, RunNotFound
 from ..models import FINISHED, Event, Run, RunStatus
@@ -109,6 +109,8 @@ def send_event(request: HttpRequest) -> HttpResponse:
             (event_id,) = send([event])
         except EventValidationError as exc:
             form.add_error(None, str(exc))
+            for field, messages in exc.fields.items():
+                form.add_error("data", [f"{field}: {message}" for message in messages])
         else:
             started = Event.objects.get(pk=event_id).runs.count()
             notify(request, f"Event sent; it started {started} run(s).")

@@ -28,9 +28,10 @@ from .options import (
     Timeouts,
     TriggerCron,
     TriggerEvent,
-    optional_expression,
+    flow_control,
 )
 from .payloads import FAILED_EVENT
+from .schemas import typed_function
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,254}$")
 
@@ -286,7 +287,7 @@ def function(
     if options:
         raise ConfigurationError(f"unknown option(s) {sorted(options)} for function {id!r}")
     extra = _time_options(id, cancel, timeouts, on_failure)
-    flow = _flow_control(
+    flow = flow_control(
         id,
         concurrency=concurrency,
         throttle=throttle,
@@ -307,9 +308,10 @@ def function(
                 "define it with `def` (its steps may still call async code through "
                 "asgiref's async_to_sync)"
             )
+        typed = {t.event: t.schema for t in triggers if isinstance(t, TriggerEvent) and t.schema}
         func = Function(
             id=id,
-            fn=fn,
+            fn=typed_function(fn, typed) if typed else fn,
             triggers=triggers,
             retries=retries,
             queue=queue,
@@ -367,53 +369,3 @@ def _failure_function(func: Function, handler: Callable[..., Any]) -> Function:
         queue=func.queue,
         name=f"{func.name} (on_failure)",
     )
-
-
-_OPTION_TYPES: dict[str, type] = {
-    "throttle": Throttle,
-    "rate_limit": RateLimit,
-    "debounce": Debounce,
-    "batch_events": Batch,
-    "priority": Priority,
-    "singleton": Singleton,
-}
-
-# As Inngest: a batch is one run for many events, so per-event admission rules
-# cannot apply to it.
-_NOT_WITH_BATCHING = ("debounce", "idempotency", "rate_limit", "priority", "singleton")
-
-
-def _flow_control(function_id: str, **given: Any) -> dict[str, Any]:
-    """Check the flow-control options of ``@function``; returns them as Function fields."""
-    where = f"function {function_id!r}"
-    concurrency = given.pop("concurrency")
-    if concurrency is None:
-        limits: tuple[Concurrency, ...] = ()
-    else:
-        limits = tuple(concurrency) if isinstance(concurrency, list | tuple) else (concurrency,)
-    for item in limits:
-        if not isinstance(item, Concurrency):
-            raise ConfigurationError(
-                f"{where}: concurrency must be a list of df.Concurrency, got {item!r}"
-            )
-    if len(limits) > 2:
-        raise ConfigurationError(f"{where}: at most 2 concurrency constraints, got {len(limits)}")
-    if len(limits) == 2 and limits[0].key == limits[1].key:
-        raise ConfigurationError(f"{where}: the two concurrency constraints have the same key")
-    for option, expected in _OPTION_TYPES.items():
-        value = given[option]
-        if value is not None and not isinstance(value, expected):
-            raise ConfigurationError(
-                f"{where}: {option} must be df.{expected.__name__}, got {value!r}"
-            )
-    idempotency = given["idempotency"]
-    if idempotency is not None:
-        optional_expression(idempotency, f"{where}: idempotency")
-    if given["batch_events"] is not None:
-        clashes = [option for option in _NOT_WITH_BATCHING if given[option] is not None]
-        if clashes:
-            raise ConfigurationError(
-                f"{where}: batch_events cannot be combined with {', '.join(clashes)} "
-                "(as in Inngest: these rules apply per event, a batch is one run for many)"
-            )
-    return {"concurrency": limits, **given}

@@ -1,14 +1,12 @@
-"""Events as values: the ``Event`` dataclass, the checks an item to send must pass, JSON
-rules every database accepts, and the names of the app's own lifecycle events.
+"""Events as values: the ``Event`` dataclass, the checks an item to send must pass (its
+data encoded by ``values``, checked by ``schemas``), and the names of the app's own
+lifecycle events.
 
 Nothing here stores anything: ``events.send()`` does, with these pieces.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,6 +18,8 @@ from .. import clock
 from ..conf import flow_settings
 from ..durations import MAX_DURATION
 from ..exceptions import EventTooLargeError, EventValidationError
+from . import schemas
+from .values import as_stored
 
 # Names beginning with the prefix are the app's own events; senders may not use them.
 RESERVED_PREFIX = "durable_flows/"
@@ -50,7 +50,9 @@ class Event:
     Attributes:
         name: The event's name, such as ``"shop/order.placed"``; names beginning
             ``durable_flows/`` are reserved for the app's own events.
-        data: A JSON object (at most ``MAX_EVENT_BYTES`` with the rest of the event).
+        data: A JSON object (at most ``MAX_EVENT_BYTES`` with the rest of the event);
+            dates, times, ``Decimal`` and ``UUID`` in it are stored as strings. On a
+            received event whose trigger is an event schema: an instance of it.
         id: A sender's id: the same id sent again within ``EVENT_DEDUP_SECONDS``
             stores nothing and starts nothing. On a received event: its stored id.
         ts: When the event happened, in milliseconds since the epoch or as an aware
@@ -58,7 +60,7 @@ class Event:
     """
 
     name: str
-    data: dict[str, Any] = field(default_factory=dict)
+    data: Any = field(default_factory=dict)
     id: str | None = None
     ts: int | datetime | None = None
 
@@ -75,67 +77,11 @@ def from_ms(value: int) -> datetime:
     return datetime.fromtimestamp(value / 1000, tz=UTC)
 
 
-_ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")  # \u0000 not preceded by an odd \
-
-
-def json_bytes(value: Any, root: str = "value") -> bytes:
-    """``value`` as compact UTF-8 JSON that every database can store, or ``ValueError``
-    saying what is wrong and where, from ``root``: ``is not JSON: datetime at data['when']``.
-    """
-    try:
-        text = json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
-        encoded = text.encode()
-    except RecursionError:
-        raise ValueError("is nested too deeply") from None
-    except UnicodeEncodeError:
-        raise ValueError("contains an unpaired surrogate, which is not valid Unicode") from None
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"is not JSON: {_not_json(value, root, set()) or exc}") from None
-    if "\\u0000" in text and _ESCAPED_NUL.search(text):
-        raise ValueError("contains a NUL character, which databases cannot store")
-    return encoded
-
-
-def _not_json(value: Any, path: str, open_containers: set[int]) -> str | None:
-    """The first thing in ``value`` that ``json.dumps`` refuses, and where; None if none."""
-    if value is None or isinstance(value, str | int):
-        return None
-    if isinstance(value, float):
-        return None if math.isfinite(value) else f"float {value!r} at {path}"
-    if not isinstance(value, dict | list | tuple):
-        return f"{type(value).__name__} at {path}"
-    if id(value) in open_containers:
-        return f"a reference to a containing {type(value).__name__} at {path}"
-    open_containers.add(id(value))
-    items = value.items() if isinstance(value, dict) else enumerate(value)
-    for key, item in items:
-        if isinstance(value, dict) and not (key is None or isinstance(key, str | int | float)):
-            return f"a {type(key).__name__} key at {path} (keys must be strings)"
-        found = _not_json(item, f"{path}[{_shown(key)}]", open_containers)
-        if found is not None:
-            return found
-    open_containers.discard(id(value))
-    return None
-
-
-def _shown(key: Any) -> str:
-    text = repr(key)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _reject_constant(value: str) -> None:
-    raise ValueError(f"{value} is not valid JSON")
-
-
-def parse_json_body(body: bytes | str) -> Any:
-    """Strict JSON for HTTP bodies: NaN and Infinity are refused."""
-    return json.loads(body, parse_constant=_reject_constant)
-
-
 def normalise(item: Any, index: int, *, system: bool) -> dict[str, Any]:
-    """An item to send (an ``Event`` or a mapping) checked and made plain: ``id``, ``name``,
-    ``data`` and ``ts`` (int milliseconds). ``index`` numbers it in errors; only ``system``
-    items may have a reserved name."""
+    """An item to send (an ``Event``, a mapping, or an instance of an event schema) checked
+    and made plain: ``id``, ``name``, ``data`` (as it will be stored: dates, decimals...
+    encoded) and ``ts`` (int milliseconds). Data must fit the schema registered for its
+    name. ``index`` numbers it in errors; only ``system`` items may have a reserved name."""
     where = f"event {index}" if index else "event"
     if isinstance(item, Event):
         raw: Mapping[str, Any] = {
@@ -147,7 +93,12 @@ def normalise(item: Any, index: int, *, system: bool) -> dict[str, Any]:
     elif isinstance(item, Mapping):
         raw = item
     else:
-        raise EventValidationError(f"{where}: expected an event object, got {type(item).__name__}")
+        typed = schemas.typed_item(item, where)
+        if typed is None:
+            raise EventValidationError(
+                f"{where}: expected an event object, got {type(item).__name__}"
+            )
+        raw = {"name": typed[0], "data": typed[1]}
     name = _text(raw, "name", where, required=True)
     if name.startswith(RESERVED_PREFIX) and not system:
         raise EventValidationError(f"{where}: names beginning {RESERVED_PREFIX!r} are reserved")
@@ -161,9 +112,10 @@ def normalise(item: Any, index: int, *, system: bool) -> dict[str, Any]:
     event_id = _text(raw, "id", where, required=False)
     ts = _timestamp(raw.get("ts"), where)
     try:
-        size = len(json_bytes(data, root="data"))
+        data, size = as_stored(data, root="data")
     except ValueError as exc:
         raise EventValidationError(f"{where} {name!r}: 'data' {exc}") from None
+    schemas.check(name, data, where)
     size += len(name.encode()) + len((event_id or "").encode())
     if size > flow_settings.MAX_EVENT_BYTES:
         raise EventTooLargeError(

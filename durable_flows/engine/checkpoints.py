@@ -9,7 +9,7 @@ from django.db import IntegrityError
 
 from .. import storage
 from ..conf import flow_settings
-from ..definitions.payloads import json_bytes
+from ..definitions.values import json_bytes
 from ..exceptions import LeaseLost, StepOutputError
 from ..models import Run, Step
 

@@ -12,7 +12,7 @@ from django.db import transaction
 
 from .. import clock, notify
 from ..conf import db_alias
-from ..definitions import payloads
+from ..definitions import payloads, schemas
 from ..definitions.functions import registry
 from ..definitions.payloads import (
     CANCELLED_EVENT,
@@ -272,7 +272,8 @@ def send(events: Any, *, system: bool = False) -> list[str]:
     """Validate and send events (an ``Event``, a mapping, or an iterable of them);
     ``system``: the app's own lifecycle events (``durable_flows/...`` names), which join
     the engine's transaction without a savepoint."""
-    items = [events] if isinstance(events, payloads.Event | Mapping) else list(events)
+    single = isinstance(events, payloads.Event | Mapping) or schemas.is_schema_like(events)
+    items = [events] if single else list(events)
     normalised = [normalise(item, index, system=system) for index, item in enumerate(items)]
     if not normalised:
         return []
