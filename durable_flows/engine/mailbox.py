@@ -15,7 +15,7 @@ from typing import Any
 from django.db import transaction
 
 from .. import clock, notify
-from ..definitions.payloads import json_bytes
+from ..definitions.values import as_stored
 from ..durations import parse_duration
 from ..exceptions import RunNotFound, StepUsageError
 from ..models import FINISHED, Run, RunStatus, Signal, Step, StepKind, StepStatus
@@ -35,7 +35,7 @@ def send(run_id: str, name: str, data: Any, using: str) -> str:
     if not isinstance(data, dict):
         raise StepUsageError(f"a signal's data must be a JSON object (dict), got {data!r}")
     try:
-        json_bytes(data)
+        data, _ = as_stored(data, "data")  # dates, decimals... as they will read back
     except ValueError as exc:
         raise StepUsageError(f"signal {name!r}: data is not JSON: {exc}") from None
     now = clock.now()
