@@ -17,7 +17,7 @@ from django.db import DatabaseError, InterfaceError, OperationalError, connectio
 from . import clock, maintenance, notify, storage
 from .conf import db_alias
 from .definitions.functions import registry
-from .engine import group_commit, leases, step_tasks, workers
+from .engine import bridge, group_commit, leases, step_tasks, workers
 from .engine.executor import Execution
 from .engine.group_commit import CommitGroup
 from .exceptions import LeaseLost
@@ -223,6 +223,7 @@ class Worker(Liveness):
         finally:
             if index:  # a thread of ours; the calling thread's connections are the caller's
                 connections.close_all()
+                bridge.close_this_thread()
 
     def _step_once(self) -> bool:
         """Claim and execute one parallel step task or run; False when nothing was runnable."""

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar, overload
 
 from ..exceptions import ConfigurationError, StepUsageError
 from .failure import failure_handler
@@ -28,16 +28,17 @@ from .options import (
     Timeouts,
     TriggerCron,
     TriggerEvent,
-    optional_expression,
+    flow_control,
 )
 from .payloads import FAILED_EVENT
 
+R = TypeVar("R")
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,254}$")
 
 
 @dataclass
-class Function:
-    """A registered durable function, made by ``@df.function``.
+class Function(Generic[R]):
+    """A registered durable function, made by ``@df.function``; ``R`` is its result's type.
 
     Pass it to ``ctx.step.invoke(function=...)``. Call ``.fn`` directly to
     bypass the engine. Its fields hold the options given to ``@df.function``.
@@ -58,6 +59,11 @@ class Function:
     priority: Priority | None = None
     idempotency: str | None = None
     singleton: Singleton | None = None
+
+    @property
+    def is_async(self) -> bool:
+        """Is it an ``async def`` function (its steps awaited)?"""
+        return inspect.iscoroutinefunction(self.fn)
 
     @property
     def admission_controlled(self) -> bool:
@@ -233,7 +239,7 @@ def function(
     timeouts: Timeouts | None = None,
     on_failure: Callable[..., Any] | None = None,
     **options: Any,
-) -> Callable[[Callable[..., Any]], Function]:
+) -> Decorator:
     """Register ``fn(ctx)`` as a durable function (a decorator). Bad options fail here, at import.
 
     ```python
@@ -243,8 +249,8 @@ def function(
 
     The decorated name is bound to a [`Function`][durable_flows.definitions.functions.Function];
     every option is checked when the module is imported and raises
-    ``ConfigurationError`` there, never later in the worker. ``async def``
-    functions are refused (not supported yet).
+    ``ConfigurationError`` there, never later in the worker. The function may be
+    ``async def``: its steps are then awaited (see the async functions guide).
 
     Args:
         id: The function's stable id (1-255 letters, digits and ``._:/-``). Runs
@@ -286,7 +292,7 @@ def function(
     if options:
         raise ConfigurationError(f"unknown option(s) {sorted(options)} for function {id!r}")
     extra = _time_options(id, cancel, timeouts, on_failure)
-    flow = _flow_control(
+    flow = flow_control(
         id,
         concurrency=concurrency,
         throttle=throttle,
@@ -298,16 +304,15 @@ def function(
         singleton=singleton,
     )
 
-    def decorator(fn: Callable[..., Any]) -> Function:
+    def decorator(fn: Callable[..., Any]) -> Function[Any]:
         if not callable(fn):
             raise ConfigurationError(f"@df.function must decorate a callable, got {fn!r}")
-        if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+        if inspect.isasyncgenfunction(fn):
             raise ConfigurationError(
-                f"durable function {id!r}: `async def` functions are not supported yet; "
-                "define it with `def` (its steps may still call async code through "
-                "asgiref's async_to_sync)"
+                f"durable function {id!r} is an async generator: define it with "
+                "`async def` and `return` its result"
             )
-        func = Function(
+        func: Function[Any] = Function(
             id=id,
             fn=fn,
             triggers=triggers,
@@ -323,6 +328,17 @@ def function(
         return func
 
     return decorator
+
+
+class Decorator(Protocol):
+    """What ``@df.function(...)`` returns: ``Function[R]``, ``R`` the result of ``fn``
+    (awaited, for an ``async def`` function)."""
+
+    @overload
+    def __call__(self, fn: Callable[..., Coroutine[Any, Any, R]]) -> Function[R]: ...
+
+    @overload
+    def __call__(self, fn: Callable[..., R]) -> Function[R]: ...
 
 
 def _time_options(function_id: str, cancel: Any, timeouts: Any, on_failure: Any) -> dict[str, Any]:
@@ -343,9 +359,10 @@ def _time_options(function_id: str, cancel: Any, timeouts: Any, on_failure: Any)
             )
         extra["timeouts"] = timeouts
     if on_failure is not None:
-        if not callable(on_failure):
+        if not callable(on_failure) or inspect.iscoroutinefunction(on_failure):
             raise ConfigurationError(
-                f"function {function_id!r}: on_failure= must be a callable (ctx, error)"
+                f"function {function_id!r}: on_failure= must be a callable (ctx, error) "
+                "defined with `def`, not `async def`"
             )
         extra["on_failure_id"] = failure_function_id(function_id)
     return extra
@@ -367,53 +384,3 @@ def _failure_function(func: Function, handler: Callable[..., Any]) -> Function:
         queue=func.queue,
         name=f"{func.name} (on_failure)",
     )
-
-
-_OPTION_TYPES: dict[str, type] = {
-    "throttle": Throttle,
-    "rate_limit": RateLimit,
-    "debounce": Debounce,
-    "batch_events": Batch,
-    "priority": Priority,
-    "singleton": Singleton,
-}
-
-# As Inngest: a batch is one run for many events, so per-event admission rules
-# cannot apply to it.
-_NOT_WITH_BATCHING = ("debounce", "idempotency", "rate_limit", "priority", "singleton")
-
-
-def _flow_control(function_id: str, **given: Any) -> dict[str, Any]:
-    """Check the flow-control options of ``@function``; returns them as Function fields."""
-    where = f"function {function_id!r}"
-    concurrency = given.pop("concurrency")
-    if concurrency is None:
-        limits: tuple[Concurrency, ...] = ()
-    else:
-        limits = tuple(concurrency) if isinstance(concurrency, list | tuple) else (concurrency,)
-    for item in limits:
-        if not isinstance(item, Concurrency):
-            raise ConfigurationError(
-                f"{where}: concurrency must be a list of df.Concurrency, got {item!r}"
-            )
-    if len(limits) > 2:
-        raise ConfigurationError(f"{where}: at most 2 concurrency constraints, got {len(limits)}")
-    if len(limits) == 2 and limits[0].key == limits[1].key:
-        raise ConfigurationError(f"{where}: the two concurrency constraints have the same key")
-    for option, expected in _OPTION_TYPES.items():
-        value = given[option]
-        if value is not None and not isinstance(value, expected):
-            raise ConfigurationError(
-                f"{where}: {option} must be df.{expected.__name__}, got {value!r}"
-            )
-    idempotency = given["idempotency"]
-    if idempotency is not None:
-        optional_expression(idempotency, f"{where}: idempotency")
-    if given["batch_events"] is not None:
-        clashes = [option for option in _NOT_WITH_BATCHING if given[option] is not None]
-        if clashes:
-            raise ConfigurationError(
-                f"{where}: batch_events cannot be combined with {', '.join(clashes)} "
-                "(as in Inngest: these rules apply per event, a batch is one run for many)"
-            )
-    return {"concurrency": limits, **given}

@@ -295,3 +295,53 @@ class Timeouts:
     @property
     def finish_delta(self) -> timedelta | None:
         return None if self.finish is None else parse_duration(self.finish)
+
+
+_OPTION_TYPES: dict[str, type] = {
+    "throttle": Throttle,
+    "rate_limit": RateLimit,
+    "debounce": Debounce,
+    "batch_events": Batch,
+    "priority": Priority,
+    "singleton": Singleton,
+}
+
+# As Inngest: a batch is one run for many events, so per-event admission rules
+# cannot apply to it.
+_NOT_WITH_BATCHING = ("debounce", "idempotency", "rate_limit", "priority", "singleton")
+
+
+def flow_control(function_id: str, **given: Any) -> dict[str, Any]:
+    """Check the flow-control options of ``@function``; returns them as Function fields."""
+    where = f"function {function_id!r}"
+    concurrency = given.pop("concurrency")
+    if concurrency is None:
+        limits: tuple[Concurrency, ...] = ()
+    else:
+        limits = tuple(concurrency) if isinstance(concurrency, list | tuple) else (concurrency,)
+    for item in limits:
+        if not isinstance(item, Concurrency):
+            raise ConfigurationError(
+                f"{where}: concurrency must be a list of df.Concurrency, got {item!r}"
+            )
+    if len(limits) > 2:
+        raise ConfigurationError(f"{where}: at most 2 concurrency constraints, got {len(limits)}")
+    if len(limits) == 2 and limits[0].key == limits[1].key:
+        raise ConfigurationError(f"{where}: the two concurrency constraints have the same key")
+    for option, expected in _OPTION_TYPES.items():
+        value = given[option]
+        if value is not None and not isinstance(value, expected):
+            raise ConfigurationError(
+                f"{where}: {option} must be df.{expected.__name__}, got {value!r}"
+            )
+    idempotency = given["idempotency"]
+    if idempotency is not None:
+        optional_expression(idempotency, f"{where}: idempotency")
+    if given["batch_events"] is not None:
+        clashes = [option for option in _NOT_WITH_BATCHING if given[option] is not None]
+        if clashes:
+            raise ConfigurationError(
+                f"{where}: batch_events cannot be combined with {', '.join(clashes)} "
+                "(as in Inngest: these rules apply per event, a batch is one run for many)"
+            )
+    return {"concurrency": limits, **given}
