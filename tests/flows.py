@@ -317,9 +317,11 @@ def echo(ctx: df.Context) -> object:
 
 
 # Failing, crashing and slow steps; values that are not JSON; started functions; the
-# programs of tests/model_based.py; async def functions (tests/test_async.py).
+# programs of tests/model_based.py; async def functions and
+# docs/async.md's examples (tests/test_async.py).
 from . import (  # noqa: E402, F401
     flows_async,
+    flows_async_docs,
     flows_failures,
     flows_handles,
     flows_values,

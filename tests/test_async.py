@@ -13,6 +13,7 @@ import durable_flows as df
 from durable_flows.models import Run, Step
 from durable_flows.testing import run_until_idle
 from tests.conftest import effects, start, wait_until
+from tests.models import Ledger
 from tests.test_engine import execute  # noqa: F401 - the fixture: in-process and runflows
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -159,3 +160,17 @@ def test_an_async_function_runs_in_process_with_the_testing_helpers():
     run_until_idle()
     run.refresh_from_db()
     assert (run.status, run.output) == ("completed", 6)
+
+
+def test_the_examples_of_the_async_guide_run(execute):  # noqa: F811
+    order = start("docs/order.placed", order_id="o-1", currency="EUR", amount=10)
+    rates = start("docs/rates.compare")
+    execute()
+    time.sleep(1.1)  # the order's cool-off
+    execute()
+    for run in (order, rates):
+        run.refresh_from_db()
+        assert run.status == "completed", run.error
+    assert order.output == {"booked": "o-1", "rate": 1.1}
+    assert rates.output == [1.1, 1.3]
+    assert Ledger.objects.filter(key="o-1: 11.00").count() == 1
