@@ -116,3 +116,13 @@ async def async_sleeper(ctx: df.AsyncContext) -> str:
     await ctx.step.sleep("nap", "1h")
     await ctx.step.run("after", _counted, "async-sleeper-after", ctx.run_id)
     return "woke"
+
+
+async def _wait_on_io(seconds: float) -> str:
+    await asyncio.sleep(seconds)
+    return "answered"
+
+
+@df.function(id="async-io", trigger=df.TriggerEvent(event="test/async.io"))
+async def async_io(ctx: df.AsyncContext) -> str:
+    return await ctx.step.run("io", _wait_on_io, ctx.event.data["seconds"], atomic=False)
