@@ -29,6 +29,7 @@ lint: $(DEV_STAMP)
 	$(BIN)/ruff check durable_flows project tests bench
 	$(BIN)/ruff format --check durable_flows project tests bench
 	$(BIN)/mypy
+	$(BIN)/mypy tests/typing/steps_good.py
 	$(BIN)/lint-imports
 	DJANGO_SETTINGS_MODULE=tests.settings $(BIN)/python manage.py makemigrations --check --dry-run
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import durable_flows as df
@@ -23,3 +24,13 @@ def steps(ctx: df.Context) -> int:
     for i in range(ctx.event.data["steps"]):
         total += ctx.step.run("step", lambda i=i: i)
     return total
+
+
+async def _io() -> float:
+    await asyncio.sleep(0.2)  # a call to another system, waiting on the network
+    return time.time()
+
+
+@df.function(id="bench-async-io", trigger=df.TriggerEvent(event="bench/async-io"))
+async def async_io(ctx: df.AsyncContext) -> float:
+    return await ctx.step.run("io", _io, atomic=False)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncContext",
     "Batch",
     "Cancel",
     "Concurrency",
@@ -48,6 +49,7 @@ __all__ = [
 # is ready (settings modules and AppConfigs import it), so names that touch
 # models are loaded on first access.
 _LAZY = {
+    "AsyncContext": "durable_flows.engine.async_context",
     "Context": "durable_flows.engine.context",
     "send": "durable_flows.events",
     "cancel": "durable_flows.control",
@@ -86,6 +88,7 @@ from .exceptions import (  # noqa: E402
 
 if TYPE_CHECKING:
     from .control import cancel, rerun, signal
+    from .engine.async_context import AsyncContext
     from .engine.context import Context
     from .events import send
     from .handles import RunHandle, handle, start

@@ -15,9 +15,10 @@ from typing import Any
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
 
 from . import clock, maintenance, notify, storage
+from .async_worker import AsyncRuns
 from .conf import db_alias
 from .definitions.functions import registry
-from .engine import group_commit, leases, step_tasks, workers
+from .engine import bridge, group_commit, leases, step_tasks, workers
 from .engine.executor import Execution
 from .engine.group_commit import CommitGroup
 from .exceptions import LeaseLost
@@ -37,7 +38,7 @@ MAX_BATCH = 32
 BATCH_SECONDS = 0.1
 
 
-class Worker(Liveness):
+class Worker(Liveness, AsyncRuns):
     """Executes runs with ``concurrency`` threads until stopped (or, in burst mode, idle)."""
 
     def __init__(
@@ -223,6 +224,7 @@ class Worker(Liveness):
         finally:
             if index:  # a thread of ours; the calling thread's connections are the caller's
                 connections.close_all()
+                bridge.close_this_thread()
 
     def _step_once(self) -> bool:
         """Claim and execute one parallel step task or run; False when nothing was runnable."""
@@ -263,7 +265,12 @@ class Worker(Liveness):
         try:
             while (run := batch.next()) is not None:
                 fault_point("after_claim")
-                if not self._execute(run, token, group):
+                if self._is_async(run):
+                    # Its pool takes the thread (engine/async_runs.py): the rest goes back.
+                    self._hand_back(batch.take_rest(), token, group)
+                    group.commit()
+                    self._run_async(run, token)
+                elif not self._execute(run, token, group):
                     # Not a quick run: the rest of the batch goes back to the queue, for
                     # any free worker, rather than wait behind it.
                     self._hand_back(batch.take_rest(), token, group)
@@ -302,12 +309,10 @@ class Worker(Liveness):
                     self._engine_failures.pop(run.pk, None)
             return execution.group is not None
         except LeaseLost as exc:
-            log.warning("run %s: lease lost (%s)", run.pk, exc)
+            self._execution_failed(run, token, exc)
         except BaseException as exc:  # the engine's, or the database's: never the thread's end
-            log_db_error("run %s: could not execute; releasing it", exc, run.pk)
             group.abort(exc)
-            self._reset_connection()
-            self._release_after_error(run, token)
+            self._execution_failed(run, token, exc)
         finally:
             with self._lock:
                 self.executed += 1

@@ -317,9 +317,12 @@ def echo(ctx: df.Context) -> object:
 
 
 # Failing, crashing and slow steps; values (not JSON, dates and decimals); started
-# functions; invocation trees; signals and patches; typed events; the programs of
-# tests/model_based.py.
+# functions; invocation trees; signals and patches; typed events; async def functions
+# and the docs' examples (docs/async.md, docs/typed-events.md); the programs of
+# tests/model_based.py. Workers load them all, as the test process does.
 from . import (  # noqa: E402, F401
+    flows_async,
+    flows_async_docs,
     flows_cascade,
     flows_failures,
     flows_handles,
@@ -328,3 +331,4 @@ from . import (  # noqa: E402, F401
     flows_values,
     model_flows,
 )
+from .docs_examples import typed_events  # noqa: E402, F401

@@ -31,3 +31,11 @@ def patchable(ctx: df.Context) -> dict:
             ctx.step.run("extra", lambda: "extra")
     ctx.step.sleep("nap", ctx.event.data.get("nap", "2s"))
     return {"patched": new}
+
+
+@df.function(id="async-signal-waiter", retries=0)
+async def async_signal_waiter(ctx: df.AsyncContext) -> dict:
+    """The same in an ``async def`` function: both are awaited."""
+    new = await ctx.patched("async-change")
+    got = await ctx.step.wait_for_signal("take", "go", "1h")
+    return {"patched": new, "got": got}

@@ -50,13 +50,19 @@ def test_bad_triggers_fail_with_a_clear_message(trigger, message):
         df.TriggerEvent(**trigger)
 
 
-def test_an_async_function_is_refused_at_decoration_with_a_clear_message():
-    async def handler(ctx):
+def test_an_async_generator_or_an_async_on_failure_handler_is_refused_at_decoration():
+    async def generator(ctx):
+        yield None
+
+    with pytest.raises(ConfigurationError, match="is an async generator"):
+        df.function(id="async-gen", trigger=df.TriggerEvent(event="a"))(generator)
+    assert registry.get("async-gen") is None
+
+    async def handler(ctx, error):
         return None
 
-    with pytest.raises(ConfigurationError, match="`async def` functions are not supported yet"):
-        df.function(id="async-one", trigger=df.TriggerEvent(event="a"))(handler)
-    assert registry.get("async-one") is None
+    with pytest.raises(ConfigurationError, match="not `async def`"):
+        df.function(id="async-handler", trigger=df.TriggerEvent(event="a"), on_failure=handler)
 
 
 def test_a_second_function_with_the_same_id_is_refused():

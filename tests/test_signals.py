@@ -121,3 +121,11 @@ def test_the_api_sends_a_signal(admin_client, start_worker):
         f"/flows/api/runs/{handle.id}/signal/", {"data": {}}, content_type="application/json"
     )
     assert bad.status_code == 400
+
+
+def test_an_async_function_awaits_its_signal_and_patched(start_worker):
+    handle = df.start("async-signal-waiter")
+    start_worker()
+    wait_until(lambda: waiting(handle), 60)
+    df.signal(handle.id, "go", {"n": 1})
+    assert handle.result(timeout=60) == {"patched": True, "got": {"n": 1}}

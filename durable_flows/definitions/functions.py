@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar, overload
 
 from ..exceptions import ConfigurationError, StepUsageError
 from .failure import failure_handler
@@ -33,12 +33,13 @@ from .options import (
 from .payloads import FAILED_EVENT
 from .schemas import typed_function
 
+R = TypeVar("R")
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,254}$")
 
 
 @dataclass
-class Function:
-    """A registered durable function, made by ``@df.function``.
+class Function(Generic[R]):
+    """A registered durable function, made by ``@df.function``; ``R`` is its result's type.
 
     Pass it to ``ctx.step.invoke(function=...)``. Call ``.fn`` directly to
     bypass the engine. Its fields hold the options given to ``@df.function``.
@@ -59,6 +60,11 @@ class Function:
     priority: Priority | None = None
     idempotency: str | None = None
     singleton: Singleton | None = None
+
+    @property
+    def is_async(self) -> bool:
+        """Is it an ``async def`` function (its steps awaited)?"""
+        return inspect.iscoroutinefunction(self.fn)
 
     @property
     def admission_controlled(self) -> bool:
@@ -234,7 +240,7 @@ def function(
     timeouts: Timeouts | None = None,
     on_failure: Callable[..., Any] | None = None,
     **options: Any,
-) -> Callable[[Callable[..., Any]], Function]:
+) -> Decorator:
     """Register ``fn(ctx)`` as a durable function (a decorator). Bad options fail here, at import.
 
     ```python
@@ -244,8 +250,8 @@ def function(
 
     The decorated name is bound to a [`Function`][durable_flows.definitions.functions.Function];
     every option is checked when the module is imported and raises
-    ``ConfigurationError`` there, never later in the worker. ``async def``
-    functions are refused (not supported yet).
+    ``ConfigurationError`` there, never later in the worker. The function may be
+    ``async def``: its steps are then awaited (see the async functions guide).
 
     Args:
         id: The function's stable id (1-255 letters, digits and ``._:/-``). Runs
@@ -299,17 +305,16 @@ def function(
         singleton=singleton,
     )
 
-    def decorator(fn: Callable[..., Any]) -> Function:
+    def decorator(fn: Callable[..., Any]) -> Function[Any]:
         if not callable(fn):
             raise ConfigurationError(f"@df.function must decorate a callable, got {fn!r}")
-        if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+        if inspect.isasyncgenfunction(fn):
             raise ConfigurationError(
-                f"durable function {id!r}: `async def` functions are not supported yet; "
-                "define it with `def` (its steps may still call async code through "
-                "asgiref's async_to_sync)"
+                f"durable function {id!r} is an async generator: define it with "
+                "`async def` and `return` its result"
             )
         typed = {t.event: t.schema for t in triggers if isinstance(t, TriggerEvent) and t.schema}
-        func = Function(
+        func: Function[Any] = Function(
             id=id,
             fn=typed_function(fn, typed) if typed else fn,
             triggers=triggers,
@@ -325,6 +330,17 @@ def function(
         return func
 
     return decorator
+
+
+class Decorator(Protocol):
+    """What ``@df.function(...)`` returns: ``Function[R]``, ``R`` the result of ``fn``
+    (awaited, for an ``async def`` function)."""
+
+    @overload
+    def __call__(self, fn: Callable[..., Coroutine[Any, Any, R]]) -> Function[R]: ...
+
+    @overload
+    def __call__(self, fn: Callable[..., R]) -> Function[R]: ...
 
 
 def _time_options(function_id: str, cancel: Any, timeouts: Any, on_failure: Any) -> dict[str, Any]:
@@ -345,9 +361,10 @@ def _time_options(function_id: str, cancel: Any, timeouts: Any, on_failure: Any)
             )
         extra["timeouts"] = timeouts
     if on_failure is not None:
-        if not callable(on_failure):
+        if not callable(on_failure) or inspect.iscoroutinefunction(on_failure):
             raise ConfigurationError(
-                f"function {function_id!r}: on_failure= must be a callable (ctx, error)"
+                f"function {function_id!r}: on_failure= must be a callable (ctx, error) "
+                "defined with `def`, not `async def`"
             )
         extra["on_failure_id"] = failure_function_id(function_id)
     return extra

@@ -31,7 +31,10 @@ Each transition is a conditional update on the state it expects; zero rows
 means another worker moved the run first (``LeaseLost``).
 
 Modules, each one concept: ``executor`` (one pass of a run's function) with
-``context`` (the ``ctx`` API), the step kinds ``waiting`` (sleep, wait for an
+``steps`` (a ``ctx.step.run`` step: its function, checkpoint and retries) and
+``context`` (the ``ctx`` API); ``async_context`` (the awaited ``ctx`` of an
+``async def`` function) and ``bridge`` (a worker thread's event loop, and its
+database calls sent back to the worker thread); the step kinds ``waiting`` (sleep, wait for an
 event, invoke, send) and ``parallel`` (planning a group) behind
 ``signals.Runner``; ``step_tasks`` (a group's steps on any worker);
 ``checkpoints`` (a step's result and record); ``group_commit`` (shared commits);

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from typing import Any
 
@@ -21,6 +22,15 @@ def encode_output(value: Any, *, what: str, root: str = "result") -> Any:
     a value``), ``root`` begins the path to what is wrong in it (``result['when']``).
     A ``StepOutputError`` is a mistake in the code, not a passing failure: it is not retried.
     """
+    if inspect.isawaitable(value):
+        if inspect.iscoroutine(value):
+            value.close()  # never awaited, on purpose: no warning about it
+        raise StepOutputError(
+            f"{what} that is a coroutine (or another awaitable), not a result: make the "
+            "durable function `async def` and await the step, with atomic=False for an "
+            "async step function (`await ctx.step.run(id, fn, atomic=False)`), or make "
+            "the step function synchronous"
+        )
     try:
         encoded = json_bytes(value, root)
     except ValueError as exc:

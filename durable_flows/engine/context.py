@@ -7,8 +7,9 @@ import inspect
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Generic, TypeVar, TypeVarTuple, overload
 
+from ..definitions.functions import Function
 from ..definitions.payloads import Event
 from ..exceptions import StepArgumentError
 from ..models import Event as EventRow
@@ -17,6 +18,11 @@ from .parallel import run_group
 from .signals import Runner
 
 _base_logger = logging.getLogger("durable_flows.run")
+
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
+StepsT = TypeVar("StepsT")
+GroupT = TypeVar("GroupT")
 
 
 class _NotReplaying(logging.Filter):
@@ -46,11 +52,11 @@ class Steps:
     def run(
         self,
         step_id: str,
-        fn: Callable[..., Any],
-        *args: Any,
+        fn: Callable[[*Ts], T],
+        *args: *Ts,
         atomic: bool = True,
         **unknown: Any,
-    ) -> Any:
+    ) -> T:
         """Run ``fn(*args)`` once and return its (JSON) result, memoized across replays.
 
         With ``atomic=True`` the function's database writes and the checkpoint
@@ -84,12 +90,7 @@ class Steps:
             StepError: The step failed for good (retries exhausted or not
                 retriable); the function may catch it.
         """
-        if unknown:
-            raise StepArgumentError(_unknown_options(step_id, unknown))
-        if not callable(fn):
-            raise StepArgumentError(
-                f"ctx.step.run({step_id!r}, fn): fn must be callable, got {fn!r}"
-            )
+        check_run_arguments(step_id, fn, unknown)
         return self._execution.run_step(step_id, fn, args, atomic=atomic)
 
     def sleep(self, step_id: str, duration: timedelta | str) -> None:
@@ -156,11 +157,31 @@ class Steps:
         """
         return waiting.send_event(self._execution, step_id, events)
 
+    @overload
     def invoke(
         self,
         step_id: str,
         *,
-        function: Any,
+        function: Function[T],
+        data: dict[str, Any] | None = None,
+        timeout: timedelta | str | None = None,
+    ) -> T: ...
+
+    @overload
+    def invoke(
+        self,
+        step_id: str,
+        *,
+        function: str,
+        data: dict[str, Any] | None = None,
+        timeout: timedelta | str | None = None,
+    ) -> Any: ...
+
+    def invoke(
+        self,
+        step_id: str,
+        *,
+        function: Function[Any] | str,
         data: dict[str, Any] | None = None,
         timeout: timedelta | str | None = None,
     ) -> Any:
@@ -214,6 +235,14 @@ STEP_OPTIONS = tuple(
 )
 
 
+def check_run_arguments(step_id: str, fn: Any, unknown: dict[str, Any]) -> None:
+    """``ctx.step.run``'s mistakes, refused at the call."""
+    if unknown:
+        raise StepArgumentError(_unknown_options(step_id, unknown))
+    if not callable(fn):
+        raise StepArgumentError(f"ctx.step.run({step_id!r}, fn): fn must be callable, got {fn!r}")
+
+
 def _unknown_options(step_id: str, unknown: dict[str, Any]) -> str:
     """Which keywords ``ctx.step.run`` does not take, the option each may be a typo of,
     and how to pass arguments to ``fn`` instead."""
@@ -261,12 +290,14 @@ class Group:
         return run_group(self._execution, callables)
 
 
-class Context:
-    """The argument of every durable function, ``ctx``.
+class RunContext(Generic[StepsT, GroupT]):
+    """What ``ctx`` holds in synchronous and async functions alike."""
 
-    ``ctx.step`` makes the steps ([`Steps`][durable_flows.engine.context.Steps]),
-    ``ctx.group`` runs steps in parallel ([`Group`][durable_flows.engine.context.Group]).
-    """
+    step: StepsT
+    """The step API: ``run``, ``sleep``, ``sleep_until``, ``wait_for_event``,
+    ``send_event``, ``invoke``, ``wait_for_signal``."""
+    group: GroupT
+    """``parallel``: steps executed at the same time."""
 
     def __init__(self, execution: Runner, event: Event | None, events: list[Event]) -> None:
         run = execution.run
@@ -289,11 +320,6 @@ class Context:
         """In an ``on_failure`` handler: the id of the run that failed."""
         self.failed_event: Event | None = None
         """In an ``on_failure`` handler: the event that started the failed run."""
-        self.step = Steps(execution)
-        """The step API: ``run``, ``sleep``, ``sleep_until``, ``wait_for_event``,
-        ``send_event``, ``invoke``, ``wait_for_signal``."""
-        self.group = Group(execution)
-        """``parallel``: steps executed at the same time."""
         self._execution = execution
 
     def __repr__(self) -> str:
@@ -319,3 +345,18 @@ class Context:
         """The stored event ``event_id``, or None: on_failure handlers load the failed run's."""
         row = EventRow.objects.filter(pk=event_id).first()
         return Event.from_model(row) if row is not None else None
+
+
+class Context(RunContext[Steps, Group]):
+    """The argument of every durable function, ``ctx``.
+
+    ``ctx.step`` makes the steps ([`Steps`][durable_flows.engine.context.Steps]),
+    ``ctx.group`` runs steps in parallel ([`Group`][durable_flows.engine.context.Group]).
+    The other attributes are those of every run's context
+    ([`RunContext`][durable_flows.engine.context.RunContext]).
+    """
+
+    def __init__(self, execution: Runner, event: Event | None, events: list[Event]) -> None:
+        super().__init__(execution, event, events)
+        self.step = Steps(execution)
+        self.group = Group(execution)

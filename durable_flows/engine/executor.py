@@ -8,15 +8,10 @@ records) happens only when a run resumes: after a crash, a retry or a sleep.
 
 from __future__ import annotations
 
-import logging
 import threading
-from collections.abc import Callable
-from contextlib import contextmanager, nullcontext
 from typing import Any
 
-from django.db import transaction
-
-from .. import clock, storage
+from .. import clock
 from ..conf import flow_settings
 from ..definitions.functions import Function
 from ..definitions.payloads import Event
@@ -29,25 +24,19 @@ from ..exceptions import (
     RunCancelled,
     StepError,
     TooManyStepsError,
-    WorkerCrashed,
 )
-from ..faults import fault_point
 from ..models import Run, RunStatus, Step, StepKind, StepStatus
-from . import admission, checkpoints, leases, outcomes, retry, timeouts
+from . import admission, bridge, checkpoints, leases, outcomes, retry, timeouts
+from .async_context import AsyncContext, checked
 from .context import Context
 from .group_commit import CommitGroup
 from .parallel import plan_step
 from .signals import DONE, Crashed, Released, Suspended
+from .steps import StepRunner
 
-log = logging.getLogger("durable_flows.worker")
 
-
-class Execution:
+class Execution(StepRunner):
     """One pass of a run's function on this worker, holding its lease token."""
-
-    # Whether a new step's fence and checkpoint may be one statement (parallel step
-    # tasks fence on their task, not the run).
-    one_statement_checkpoints = True
 
     def __init__(
         self,
@@ -87,7 +76,8 @@ class Execution:
         events = [event] if event else []
         if function.batch_events:
             events = [Event.from_model(e) for e in admission.batch_events(run, using)] or events
-        self.ctx = Context(self, event, events)
+        make = AsyncContext if function.is_async else Context
+        self.ctx = make(self, event, events)
 
     @property
     def replaying(self) -> bool:
@@ -96,17 +86,42 @@ class Execution:
     # --- the whole run ------------------------------------------------------
 
     def execute(self) -> None:
+        """Call the function and record how the run ended (an async function's coroutine
+        is driven by ``async_runs`` with the same ``enter`` and ``conclude``)."""
+        try:
+            self.enter()
+            value = self.call_function()
+        except BaseException as exc:  # user code's too: SystemExit, KeyboardInterrupt
+            self.conclude(None, exc)
+        else:
+            self.conclude(value, None)
+
+    def enter(self) -> None:
+        """Before the function is called: a run whose worker died executes alone (not in
+        a group commit), and fails once its workers died more often than its retries
+        allow; then the first step boundary."""
+        if self._crashes:
+            self.leave_group()
+            if self._crashes > self.function.retries:
+                raise Crashed()
+        self.boundary()
+
+    def call_function(self) -> Any:
+        """The function's result; an async function's coroutine runs on this thread's
+        event loop, its steps back on this thread (``bridge``)."""
+        value = self.function.fn(self.ctx)
+        if isinstance(self.ctx, AsyncContext):
+            return bridge.of_this_thread().run(checked(self.ctx, value))
+        return value
+
+    def conclude(self, value: Any, raised: BaseException | None) -> None:
+        """The function returned ``value`` or ``raised`` (what ``enter`` raised included):
+        record the run's outcome, or its retry, or let it go (suspended, released)."""
         run, using = self.run, self.using
         try:
-            if self._crashes:
-                # A run whose worker died executes alone (not in a group commit), and
-                # fails once its workers died more often than its retries allow.
-                self.leave_group()
-                if self._crashes > self.function.retries:
-                    raise Crashed()
             try:
-                self.boundary()
-                value = self.function.fn(self.ctx)
+                if raised is not None:
+                    raise raised
                 what = f"function {run.function_id!r} returned a value"
                 output = checkpoints.encode_output(value, what=what)
             except BaseException:
@@ -241,105 +256,6 @@ class Execution:
         self._intercept(name, position, memo, kind)
         return name, position, memo
 
-    @contextmanager
-    def _inside_step(self):
-        self.in_step = True
-        try:
-            yield
-        finally:
-            self.in_step = False
-
-    def run_step(
-        self,
-        step_id: str,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        *,
-        atomic: bool,
-        kind: StepKind = StepKind.RUN,
-    ) -> Any:
-        name, position, memo = self.reach(step_id, kind)
-        if memo is not None and memo.status == StepStatus.COMPLETED:
-            return memo.output
-        if memo is not None and memo.status == StepStatus.FAILED:
-            raise self.step_error(name, memo.error or {})
-        self.boundary()
-        attempt = memo.attempts if memo else 0
-        self.ctx.attempt = attempt
-        started_at = clock.now()  # this attempt's: earlier ones are in failed_attempts
-        checkpoint = {
-            "name": name,
-            "kind": kind,
-            "position": position,
-            "status": StepStatus.COMPLETED,
-            "attempts": attempt + 1,
-            "started_at": started_at,
-            "error": None,
-        }
-        if attempt > self.function.retries:
-            # Crashes alone take a step past its retries unfailed (a parallel step task
-            # whose worker died: rescue_orphan_tasks counts it).
-            crashed = WorkerCrashed(f"the workers executing step {name!r} died {attempt} times")
-            return self._step_failed(crashed, memo, {**checkpoint, "attempts": attempt})
-        # A retried step (it has a record) updates its record: not in the group, whose
-        # statement only inserts new checkpoints.
-        if self.group is not None and (
-            not atomic or self.planning is not None or memo is not None or attempt
-        ):
-            self.leave_group()
-        if self.group is not None:
-            return self._grouped_step(fn, args, checkpoint)
-        # A new step's checkpoint: fence and insert in one statement, where the storage can.
-        store = storage.of(self.using)
-        fast = memo is None and self.one_statement_checkpoints and store.one_statement_checkpoints
-        try:
-            if atomic:
-                transaction_ = storage.of(self.using).step_transaction(self.fence)
-                with transaction_ as fenced, self._inside_step():
-                    output = checkpoints.step_output(fn(*args), name, self.run.function_id)
-                    fault_point("after_effect")
-                    cancel = False if fast else fenced()
-                    cancel, step = self._record(memo, fast, cancel, output=output, **checkpoint)
-            else:
-                with self._inside_step():
-                    output = checkpoints.step_output(fn(*args), name, self.run.function_id)
-                fault_point("after_effect")
-                with nullcontext() if fast else transaction.atomic(using=self.using):
-                    cancel = False if fast else self.fence()
-                    cancel, step = self._record(memo, fast, cancel, output=output, **checkpoint)
-            fault_point("after_checkpoint")
-        except Interrupt:
-            raise
-        except BaseException as exc:  # user code: any exception, SystemExit included
-            return self._step_failed(exc, memo, checkpoint)
-        finally:
-            self.ctx.attempt = self.run.attempt
-        self.cancel_requested = self.cancel_requested or cancel
-        self.memos[name] = step
-        return output
-
-    def _grouped_step(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], checkpoint: dict[str, Any]
-    ) -> Any:
-        """An atomic step inside the group's transaction: its checkpoint is written when
-        the group commits (with the run's completion, if the run ends after it)."""
-        assert self.group is not None
-        try:
-            with self.group.step(self.run), self._inside_step():
-                output = checkpoints.step_output(
-                    fn(*args), checkpoint["name"], self.run.function_id
-                )
-        except Interrupt:
-            raise
-        except BaseException as exc:  # user code: any exception, SystemExit included
-            self.leave_group()
-            return self._step_failed(exc, None, checkpoint)
-        fault_point("after_effect")
-        step = Step(run=self.run, output=output, ended_at=clock.now(), **checkpoint)
-        self.group.add_step(step)
-        self.memos[step.name] = step
-        return output
-
     # --- hooks that parallel step tasks (engine/step_tasks.py) override --------
 
     def _intercept(self, name: str, position: int, memo: Step | None, kind: StepKind) -> None:
@@ -351,50 +267,3 @@ class Execution:
 
     def fence(self) -> bool:
         return leases.fence(self.run, self.token, self.using)
-
-    def _record(
-        self, memo: Step | None, fast: bool, cancel: bool, **fields: Any
-    ) -> tuple[bool, Step]:
-        """Write a step's checkpoint; ``fast``: fencing too, in the same statement."""
-        if fast:
-            return checkpoints.checkpoint(
-                self.run, self.token, self.using, ended_at=clock.now(), **fields
-            )
-        return cancel, self._save(memo, **fields)
-
-    def _retry_later(self, when: Any) -> None:
-        leases.release(self.run, self.token, self.using, when)
-
-    def _save(self, memo: Step | None, **fields: Any) -> Step:
-        return checkpoints.save_step(self.using, self.run, memo, ended_at=clock.now(), **fields)
-
-    def _step_failed(
-        self, exc: BaseException, memo: Step | None, checkpoint: dict[str, Any]
-    ) -> Any:
-        failures = checkpoint["attempts"]
-        when = retry.retry_at(exc, failures, self.function.retries)
-        error = retry.error_dict(exc)
-        fields = {**checkpoint, "error": error, "output": None}
-        with transaction.atomic(using=self.using):
-            if when is None:
-                self.fence()
-                step = self._save(memo, **{**fields, "status": StepStatus.FAILED})
-            else:
-                # The failed attempt and the run's release commit together; the
-                # attempt joins the step's history in the same write.
-                self._retry_later(when)
-                history = retry.attempt_history(memo, checkpoint["started_at"], error)
-                running = {**fields, "status": StepStatus.RUNNING, "ended_at": None}
-                running["failed_attempts"] = history
-                step = checkpoints.save_step(self.using, self.run, memo, **running)
-        if when is not None:
-            message = f"failed (attempt {failures}), retrying at {when.isoformat()}"
-            log.info("run %s step %s %s: %s", self.run.pk, step.name, message, error["message"])
-            raise Suspended()
-        self.memos[step.name] = step
-        raise self.step_error(step.name, error)
-
-    @staticmethod
-    def step_error(name: str, error: dict[str, Any]) -> StepError:
-        message = f"step {name!r} failed: {error.get('type', 'Error')}: {error.get('message', '')}"
-        return StepError(message, step_id=name, error=error)

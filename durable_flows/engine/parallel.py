@@ -17,7 +17,9 @@ A callable making several steps in a row plans its next step on that replay.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from typing import Any, NoReturn
 
 from django.db import transaction
 
@@ -67,6 +69,36 @@ def plan_step(
 
 
 def run_group(execution: Runner, callables: Any) -> tuple[Any, ...]:
+    """``ctx.group.parallel`` in a synchronous function."""
+    steps = plan_group(execution, callables)
+    try:
+        fn = next(steps)
+        while True:
+            try:
+                value = fn()
+            except BaseException as exc:  # delivered where the group called fn
+                fn = steps.throw(exc)
+            else:
+                fn = steps.send(value)
+    except StopIteration as stop:
+        outcome = stop.value
+    if isinstance(outcome, Park):
+        park(execution, outcome.planned)
+    return outcome
+
+
+@dataclass
+class Park:
+    """The group planned new steps: ``park`` records them and parks the run."""
+
+    planned: list[Planned]
+
+
+def plan_group(
+    execution: Runner, callables: Any
+) -> Generator[Callable[[], Any], Any, tuple[Any, ...] | Park]:
+    """The group's logic, for any caller: it yields each callable to call, and is sent
+    its result or thrown its exception (an async function's group awaits them)."""
     callables = tuple(callables)
     for fn in callables:
         if not callable(fn):
@@ -76,7 +108,7 @@ def run_group(execution: Runner, callables: Any) -> tuple[Any, ...]:
     if execution.planning is not None:
         raise NestedStepError("ctx.group.parallel cannot be nested in another group")
     if execution.targeted:
-        return _targeted(callables)
+        return (yield from _targeted(callables))
     seen, position = dict(execution.seen), execution.position
     planned: list[Planned] = []
     results: list[Any] = []
@@ -85,7 +117,7 @@ def run_group(execution: Runner, callables: Any) -> tuple[Any, ...]:
     try:
         for fn in callables:
             try:
-                results.append(fn())
+                results.append((yield fn))
             except Planned:
                 results.append(None)
             except StepError as exc:
@@ -96,15 +128,18 @@ def run_group(execution: Runner, callables: Any) -> tuple[Any, ...]:
     if len(planned) == 1 and not errors:
         # Nothing to execute beside it: execute it here, as a sequential step.
         execution.seen, execution.position = seen, position
-        return tuple(fn() for fn in callables)
+        again = []
+        for fn in callables:
+            again.append((yield fn))
+        return tuple(again)
     if planned:
-        _park(execution, planned)
+        return Park(planned)
     if errors:
         raise errors[0]
     return tuple(results)
 
 
-def _targeted(callables: tuple[Any, ...]) -> tuple[Any, ...]:
+def _targeted(callables: tuple[Any, ...]) -> Generator[Callable[[], Any], Any, tuple[Any, ...]]:
     # As planning does: a sibling that has failed for good must not stop the
     # pass before it reaches the target.
     results: list[Any] = []
@@ -112,7 +147,7 @@ def _targeted(callables: tuple[Any, ...]) -> tuple[Any, ...]:
     skipped = False
     for fn in callables:
         try:
-            results.append(fn())
+            results.append((yield fn))
         except Skip:
             skipped = True
         except StepError as exc:
@@ -124,7 +159,7 @@ def _targeted(callables: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(results)
 
 
-def _park(execution: Runner, planned: list[Planned]) -> None:
+def park(execution: Runner, planned: list[Planned]) -> NoReturn:
     """Record the planned steps and their tasks, and park the run; raises ``Suspended``."""
     run, using = execution.run, execution.using
     now = clock.now()

@@ -5,6 +5,7 @@ may use."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..exceptions import Interrupt, StepError
@@ -23,6 +24,17 @@ class Crashed(Interrupt):
 
 class Released(Interrupt):
     """The worker is stopping; hand the run back before starting another step."""
+
+
+@dataclass
+class Opened:
+    """A step reached: its recorded result (``recorded``), or what its checkpoint needs."""
+
+    name: str
+    memo: Step | None
+    checkpoint: dict[str, Any]
+    recorded: bool = False
+    output: Any = None
 
 
 class Runner(Protocol):
@@ -61,3 +73,7 @@ class Runner(Protocol):
         atomic: bool,
         kind: StepKind = StepKind.RUN,
     ) -> Any: ...
+
+    def open_step(self, step_id: str, kind: StepKind = StepKind.RUN) -> Opened: ...
+
+    def close_step(self, opened: Opened, value: Any, error: BaseException | None) -> Any: ...

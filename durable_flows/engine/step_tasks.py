@@ -9,7 +9,7 @@ parked). The task that finishes last puts the run back in the queue.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, NoReturn
 
 from django.db import transaction
 from django.db.models import F
@@ -115,7 +115,7 @@ class TaskExecution(Execution):
             if self.run.status != RunStatus.WAITING:
                 raise RunCancelled()  # cancelled (or finished) while its steps were queued
             self.boundary()
-            self.function.fn(self.ctx)
+            self.call_function()
         except (TargetDone, Skip, RunCancelled):
             pass
         except Released:
@@ -138,24 +138,19 @@ class TaskExecution(Execution):
         elif memo is None or memo.status not in DONE:
             raise Skip()
 
-    def run_step(
-        self,
-        step_id: str,
-        fn: Any,
-        args: tuple[Any, ...],
-        *,
-        atomic: bool,
-        kind: StepKind = StepKind.RUN,
-    ) -> Any:
-        try:
-            output = super().run_step(step_id, fn, args, atomic=atomic, kind=kind)
-        except StepError:
-            if self.reached:
-                raise TargetDone()
-            raise
+    def _stored(self, step: Step, output: Any, cancel: bool) -> Any:
+        output = super()._stored(step, output, cancel)
         if self.reached:
             raise TargetDone()
         return output
+
+    def _step_failed(self, exc: BaseException, memo: Step | None, checkpoint: Any) -> NoReturn:
+        try:
+            super()._step_failed(exc, memo, checkpoint)
+        except StepError:
+            if self.reached:
+                raise TargetDone() from None
+            raise
 
     def _held(self):
         return StepTask.objects.using(self.using).filter(
