@@ -14,7 +14,6 @@ from durable_flows.models import Run, Step
 from durable_flows.testing import run_until_idle
 from tests.conftest import effects, start, wait_until
 from tests.models import Ledger
-from tests.test_engine import execute  # noqa: F401 - the fixture: in-process and runflows
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
