@@ -330,5 +330,6 @@ from . import (  # noqa: E402, F401
     flows_typed,
     flows_values,
     model_flows,
+    model_flows_async,
 )
 from .docs_examples import typed_events  # noqa: E402, F401

@@ -133,7 +133,8 @@ def generate_program(ch: Chooser, *, crashes: bool = True) -> dict:
         kind = ch.choice(kinds)
         crashed = crashed or kind == "crash"
         ops.append(generate_op(ch, kind, f"{i}-{kind}", retries))
-    return {"retries": retries, "ops": ops}
+    # Half the programs run as ``async def`` functions (tests/model_flows_async.py).
+    return {"retries": retries, "ops": ops, "async": ch.chance(0.5)}
 
 
 def generate_op(ch: Chooser, kind: str, name: str, retries: int) -> dict:
@@ -289,7 +290,8 @@ def _event(program: dict, mode: str, directory: Path, nonce: str):
         "dir": str(directory),
         "key": f"{nonce}-{mode}-{program['index']}",
     }
-    return df.Event(name=f"model/run.r{program['retries']}", data=data)
+    family = "async-run" if program.get("async") else "run"
+    return df.Event(name=f"model/{family}.r{program['retries']}", data=data)
 
 
 def _prepare(directory: Path) -> None:
