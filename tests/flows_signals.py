@@ -39,3 +39,41 @@ async def async_signal_waiter(ctx: df.AsyncContext) -> dict:
     new = await ctx.patched("async-change")
     got = await ctx.step.wait_for_signal("take", "go", "1h")
     return {"patched": new, "got": got}
+
+
+def _fails_until(run_id: str, key: str, failures: int) -> str:
+    from .flows import record
+
+    seen = record(key, run_id)
+    if seen <= failures:
+        raise ValueError(f"{key}: failure {seen}")
+    return f"{key} ok after {seen}"
+
+
+@df.function(id="step-retries", trigger=df.TriggerEvent(event="test/step-retries"), retries=0)
+def step_retries(ctx: df.Context) -> list:
+    """The function retries nothing; its first step has retries of its own, its second
+    none (``retries=0``) although it is asked to fail once."""
+    data = ctx.event.data
+    kept = ctx.step.run(
+        "kept", _fails_until, ctx.run_id, "kept", data["failures"], atomic=False, retries=2
+    )
+    return [kept]
+
+
+@df.function(id="step-no-retries", trigger=df.TriggerEvent(event="test/step-no-retries"))
+def step_no_retries(ctx: df.Context) -> str:
+    """The function retries 4 times, this step not at all."""
+    return ctx.step.run("once", _fails_until, ctx.run_id, "once", 1, atomic=False, retries=0)
+
+
+@df.function(id="async-step-retries", trigger=df.TriggerEvent(event="test/async-step-retries"))
+async def async_step_retries(ctx: df.AsyncContext) -> str:
+    return await ctx.step.run(
+        "kept", _fails_until, ctx.run_id, "async-kept", 2, atomic=False, retries=3
+    )
+
+
+@df.function(id="bad-step-retries", trigger=df.TriggerEvent(event="test/bad-step-retries"))
+def bad_step_retries(ctx: df.Context) -> str:
+    return ctx.step.run("bad", str, 1, retries=ctx.event.data["retries"])

@@ -151,7 +151,7 @@ def test_a_value_that_is_not_json_is_named_with_its_step_function_type_and_path(
 
 TYPO = (
     "ctx.step.run('add', ...) got unexpected keyword argument {named}. Its keywords are its "
-    "own options (atomic=); fn's arguments go positionally after fn, as in "
+    "own options (atomic=, retries=); fn's arguments go positionally after fn, as in "
     "ctx.step.run('add', fn, 1, 2), and for keyword arguments pass functools.partial(fn, b=2) "
     "or a lambda"
 )

@@ -127,6 +127,7 @@ class AsyncSteps:
         fn: Callable[[*Ts], Awaitable[T]],
         *args: *Ts,
         atomic: bool = True,
+        retries: int | None = None,
         **unknown: Any,
     ) -> StepCall[T]: ...
 
@@ -137,6 +138,7 @@ class AsyncSteps:
         fn: Callable[[*Ts], T],
         *args: *Ts,
         atomic: bool = True,
+        retries: int | None = None,
         **unknown: Any,
     ) -> StepCall[T]: ...
 
@@ -146,6 +148,7 @@ class AsyncSteps:
         fn: Callable[[*Ts], Any],
         *args: *Ts,
         atomic: bool = True,
+        retries: int | None = None,
         **unknown: Any,
     ) -> StepCall[Any]:
         """``ctx.step.run`` awaited: run ``fn(*args)`` once, memoized across replays.
@@ -158,7 +161,7 @@ class AsyncSteps:
             StepArgumentError: At the call: an ``async def`` ``fn`` with
                 ``atomic=True``, an unknown keyword, a ``fn`` that is not callable.
         """
-        check_run_arguments(step_id, fn, unknown)
+        check_run_arguments(step_id, fn, unknown, retries)
         if atomic and is_async_callable(fn):
             raise StepArgumentError(
                 f"ctx.step.run({step_id!r}, ...): an async fn cannot be atomic (Django has "
@@ -167,9 +170,10 @@ class AsyncSteps:
             )
         what = f"ctx.step.run({step_id!r}, ...)"
         if atomic:
-            call = on_worker(self._execution.run_step, step_id, fn, args, atomic=True)
+            run_step = self._execution.run_step
+            call = on_worker(run_step, step_id, fn, args, atomic=True, retries=retries)
             return self._call(what, call)
-        return self._call(what, _non_atomic(self._execution, step_id, fn, args))
+        return self._call(what, _non_atomic(self._execution, step_id, fn, args, retries))
 
     def sleep(self, step_id: str, duration: timedelta | str) -> StepCall[None]:
         """``ctx.step.sleep``, awaited."""
@@ -255,10 +259,12 @@ class AsyncSteps:
         return self._call(f"ctx.patched({change_id!r})", call)
 
 
-async def _non_atomic(execution: Runner, step_id: str, fn: Any, args: tuple[Any, ...]) -> Any:
+async def _non_atomic(
+    execution: Runner, step_id: str, fn: Any, args: tuple[Any, ...], retries: int | None
+) -> Any:
     """A non-atomic step: an async ``fn`` runs on the event loop; a synchronous one on
     the worker thread, and a coroutine it returns on the event loop."""
-    opened = await on_worker(execution.open_step, step_id)
+    opened = await on_worker(execution.open_step, step_id, retries=retries)
     if opened.recorded:
         return opened.output
     value, error = None, None

@@ -55,6 +55,7 @@ class Steps:
         fn: Callable[[*Ts], T],
         *args: *Ts,
         atomic: bool = True,
+        retries: int | None = None,
         **unknown: Any,
     ) -> T:
         """Run ``fn(*args)`` once and return its (JSON) result, memoized across replays.
@@ -82,6 +83,8 @@ class Steps:
             fn: The step's code, called as ``fn(*args)``.
             *args: JSON values passed to ``fn``.
             atomic: Whether ``fn`` runs in the checkpoint's transaction.
+            retries: How often this step is retried (0 to 20), instead of the
+                function's ``retries``.
 
         Returns:
             ``fn``'s result, a JSON value (stored, never pickled).
@@ -90,8 +93,8 @@ class Steps:
             StepError: The step failed for good (retries exhausted or not
                 retriable); the function may catch it.
         """
-        check_run_arguments(step_id, fn, unknown)
-        return self._execution.run_step(step_id, fn, args, atomic=atomic)
+        check_run_arguments(step_id, fn, unknown, retries)
+        return self._execution.run_step(step_id, fn, args, atomic=atomic, retries=retries)
 
     def sleep(self, step_id: str, duration: timedelta | str) -> None:
         """Pause the run for ``duration`` (``timedelta`` or ``"30s"``, ``"1h30m"``, ``"7d"``).
@@ -235,10 +238,19 @@ STEP_OPTIONS = tuple(
 )
 
 
-def check_run_arguments(step_id: str, fn: Any, unknown: dict[str, Any]) -> None:
+def check_run_arguments(
+    step_id: str, fn: Any, unknown: dict[str, Any], retries: Any = None
+) -> None:
     """``ctx.step.run``'s mistakes, refused at the call."""
     if unknown:
         raise StepArgumentError(_unknown_options(step_id, unknown))
+    if retries is not None and (
+        isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 20
+    ):
+        raise StepArgumentError(
+            f"ctx.step.run({step_id!r}, ..., retries=...) must be an integer from 0 to 20 "
+            f"(or None: the function's retries), got {retries!r}"
+        )
     if not callable(fn):
         raise StepArgumentError(f"ctx.step.run({step_id!r}, fn): fn must be callable, got {fn!r}")
 

@@ -34,6 +34,7 @@ class StepRunner:
     token: str
     using: str
     function: Function
+    step_retries: int | None = None  # the open step's own ``retries=``
     group: CommitGroup | None
     memos: dict[str, Step]
     in_step: bool
@@ -72,8 +73,9 @@ class StepRunner:
         *,
         atomic: bool,
         kind: StepKind = StepKind.RUN,
+        retries: int | None = None,
     ) -> Any:
-        opened = self.open_step(step_id, kind)
+        opened = self.open_step(step_id, kind, retries)
         if opened.recorded:
             return opened.output
         if not atomic:
@@ -105,10 +107,13 @@ class StepRunner:
 
         return self._settle(opened, execute)
 
-    def open_step(self, step_id: str, kind: StepKind = StepKind.RUN) -> Opened:
+    def open_step(
+        self, step_id: str, kind: StepKind = StepKind.RUN, retries: int | None = None
+    ) -> Opened:
         """Reach a step: its record if it has one (a failure raises), else what its
         checkpoint will hold; ``ctx.attempt`` is this attempt's until the step ends."""
         name, position, memo = self.reach(step_id, kind)
+        self.step_retries = retries  # this step's, until the next one opens
         if memo is not None and memo.status == StepStatus.COMPLETED:
             return Opened(name, memo, {}, recorded=True, output=memo.output)
         if memo is not None and memo.status == StepStatus.FAILED:
@@ -125,7 +130,7 @@ class StepRunner:
             "started_at": clock.now(),  # this attempt's: earlier ones are in failed_attempts
             "error": None,
         }
-        if attempt > self.function.retries:
+        if attempt > self.retries_of_step():
             # Crashes alone take a step past its retries unfailed (a parallel step task
             # whose worker died: rescue_orphan_tasks counts it).
             crashed = WorkerCrashed(f"the workers executing step {name!r} died {attempt} times")
@@ -207,6 +212,11 @@ class StepRunner:
             )
         return cancel, self._save(memo, **fields)
 
+    def retries_of_step(self) -> int:
+        """The step's own ``retries=``, else the function's."""
+        own = self.step_retries
+        return self.function.retries if own is None else own
+
     def _retry_later(self, when: Any) -> None:
         leases.release(self.run, self.token, self.using, when)
 
@@ -217,7 +227,7 @@ class StepRunner:
         self, exc: BaseException, memo: Step | None, checkpoint: dict[str, Any]
     ) -> NoReturn:
         failures = checkpoint["attempts"]
-        when = retry.retry_at(exc, failures, self.function.retries)
+        when = retry.retry_at(exc, failures, self.retries_of_step())
         error = retry.error_dict(exc)
         fields = {**checkpoint, "error": error, "output": None}
         with transaction.atomic(using=self.using):
