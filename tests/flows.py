@@ -325,6 +325,7 @@ from . import (  # noqa: E402, F401
     flows_async_docs,
     flows_cascade,
     flows_failures,
+    flows_groups,
     flows_handles,
     flows_signals,
     flows_typed,

@@ -320,7 +320,7 @@ class AsyncGroup:
         except StopIteration as stop:
             outcome = stop.value
         if not isinstance(outcome, tuple):
-            await on_worker(park, execution, outcome.planned)
+            await on_worker(park, execution, outcome)
         return outcome
 
 

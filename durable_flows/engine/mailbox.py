@@ -19,7 +19,7 @@ from ..definitions.values import as_stored
 from ..durations import parse_duration
 from ..exceptions import RunNotFound, StepUsageError
 from ..models import FINISHED, Run, RunStatus, Signal, Step, StepKind, StepStatus
-from .signals import Runner, Suspended
+from .signals import Runner
 from .waiting import _Checkpoint
 
 NAME_LIMIT = 255
@@ -107,4 +107,4 @@ def wait_for_signal(exe: Runner, step_id: str, name: str, timeout: Any) -> dict[
             return None
         cp.save(StepStatus.WAITING, wake_at=expires, output={"signal": name})
         cp.suspend(expires)
-    raise Suspended()
+    cp.finish_suspended()

@@ -1,5 +1,12 @@
 """``ctx.group.parallel``: steps that execute side by side, on any free workers.
 
+Any step kind may be a member. A ``run`` step is planned as described below; a
+``send_event`` executes at once; a ``sleep``, ``wait_for_event``, ``invoke`` or
+``wait_for_signal`` records its wait and raises ``Pending``, and the run is parked
+(holding no worker) until the earliest of their wake times or until something
+wakes it (an event, a child run finishing, a signal, the last step task); each
+replay finds the members that are done and waits again for the rest.
+
 Planning (as Inngest's SDK does it): the run calls each callable of the group
 in turn. A step that already has a result answers from it; a new step is not
 executed but *planned*: it raises ``Planned``, and the group goes on to the
@@ -27,7 +34,6 @@ from .. import clock, notify
 from ..exceptions import (
     Interrupt,
     NestedStepError,
-    NonRetriableError,
     RunCancelled,
     StepError,
 )
@@ -46,6 +52,15 @@ class Planned(Interrupt):
         self.name, self.position, self.memo = name, position, memo
 
 
+class Pending(Interrupt):
+    """A sleep, wait or invoke inside a parallel group has recorded its wait: the group
+    goes on to the next callable, and the run is parked until the wait can end."""
+
+    def __init__(self, until: Any) -> None:
+        super().__init__("pending")
+        self.until = until  # when the run must look again (None: when woken)
+
+
 class Skip(Interrupt):
     """A step task reached a new step that is not its target."""
 
@@ -57,11 +72,11 @@ class TargetDone(Interrupt):
 def plan_step(
     execution: Runner, name: str, position: int, memo: Step | None, kind: StepKind
 ) -> None:
+    """A new ``run`` step in a group is planned (a step task executes it). Other kinds
+    go on: ``send_event`` executes at once, a sleep, wait or invoke records its wait
+    and raises ``Pending``."""
     if kind != StepKind.RUN:
-        raise NonRetriableError(
-            f"step {name!r}: only ctx.step.run steps can be made inside ctx.group.parallel, "
-            f"not {kind.value!r}"
-        )
+        return
     planned = Planned(name, position, memo)
     assert execution.planning is not None
     execution.planning.append(planned)
@@ -83,15 +98,17 @@ def run_group(execution: Runner, callables: Any) -> tuple[Any, ...]:
     except StopIteration as stop:
         outcome = stop.value
     if isinstance(outcome, Park):
-        park(execution, outcome.planned)
+        park(execution, outcome)
     return outcome
 
 
 @dataclass
 class Park:
-    """The group planned new steps: ``park`` records them and parks the run."""
+    """The group planned new steps, or has members waiting: ``park`` records the steps
+    and parks the run until the earliest of ``wakes`` (or until it is woken)."""
 
     planned: list[Planned]
+    wakes: list[Any]
 
 
 def plan_group(
@@ -111,6 +128,7 @@ def plan_group(
         return (yield from _targeted(callables))
     seen, position = dict(execution.seen), execution.position
     planned: list[Planned] = []
+    wakes: list[Any] = []
     results: list[Any] = []
     errors: list[StepError] = []
     execution.planning = planned
@@ -120,20 +138,23 @@ def plan_group(
                 results.append((yield fn))
             except Planned:
                 results.append(None)
+            except Pending as pending:
+                wakes.append(pending.until)
+                results.append(None)
             except StepError as exc:
                 errors.append(exc)
                 results.append(None)
     finally:
         execution.planning = None
-    if len(planned) == 1 and not errors:
+    if len(planned) == 1 and not errors and not wakes:
         # Nothing to execute beside it: execute it here, as a sequential step.
         execution.seen, execution.position = seen, position
         again = []
         for fn in callables:
             again.append((yield fn))
         return tuple(again)
-    if planned:
-        return Park(planned)
+    if planned or wakes:
+        return Park(planned, wakes)
     if errors:
         raise errors[0]
     return tuple(results)
@@ -159,9 +180,14 @@ def _targeted(callables: tuple[Any, ...]) -> Generator[Callable[[], Any], Any, t
     return tuple(results)
 
 
-def park(execution: Runner, planned: list[Planned]) -> NoReturn:
-    """Record the planned steps and their tasks, and park the run; raises ``Suspended``."""
+def park(execution: Runner, parked: Park) -> NoReturn:
+    """Record the planned steps and their tasks, and park the run until the earliest
+    wake of its waiting members (or until the last step task, an event or a child run
+    wakes it); raises ``Suspended``."""
     run, using = execution.run, execution.using
+    planned = parked.planned
+    times = [when for when in parked.wakes if when is not None]
+    until = min(times) if times else None
     now = clock.now()
     with transaction.atomic(using=using):
         if execution.fence():
@@ -196,9 +222,11 @@ def park(execution: Runner, planned: list[Planned]) -> NoReturn:
             ],
             ignore_conflicts=True,
         )
-        # Parked: no wake time; the last step task to finish requeues the run.
-        leases.suspend(run, execution.token, using, None)
-        notify.work_available(using)
+        # The last step task to finish requeues the run; so do an awaited event and a
+        # child run that finishes; a sleep or a timeout at ``until``.
+        leases.suspend(run, execution.token, using, until)
+        if planned:
+            notify.work_available(using)
     raise Suspended()
 
 

@@ -33,6 +33,7 @@ from ..faults import fault_point
 from ..models import Event as EventRow
 from ..models import Run, RunStatus, Step, StepKind, StepStatus, Wait, WaitKind, WaitStatus
 from . import checkpoints, leases, outcomes, waits
+from .parallel import Pending
 from .signals import Runner, Suspended
 
 
@@ -83,12 +84,19 @@ class _Checkpoint:
         return step
 
     def suspend(self, until: datetime | None) -> None:
+        """Park the run until ``until`` (None: until woken). Inside a parallel group the
+        wait is only recorded: the group parks the run once all members are seen."""
         exe = self.exe
-        leases.suspend(exe.run, exe.token, exe.using, until)
+        self.until = until
+        if exe.planning is None:
+            leases.suspend(exe.run, exe.token, exe.using, until)
 
-
-def _finish_suspended() -> NoReturn:
-    raise Suspended()
+    def finish_suspended(self) -> NoReturn:
+        """After the transaction: the run is parked (``Suspended``), or, in a group, this
+        member waits (``Pending``)."""
+        if self.exe.planning is not None:
+            raise Pending(getattr(self, "until", None))
+        raise Suspended()
 
 
 # --- sleep ---------------------------------------------------------------------------
@@ -114,7 +122,7 @@ def sleep(exe: Runner, step_id: str, until: datetime | None, delta: timedelta | 
     if woke:
         fault_point("after_wake")  # the sleep is recorded as over; nothing after it has run
         return None
-    _finish_suspended()
+    cp.finish_suspended()
 
 
 def sleep_args(duration: Any = None, when: Any = None) -> tuple[datetime | None, timedelta | None]:
@@ -185,7 +193,7 @@ def wait_for_event(
                 cp.save(StepStatus.COMPLETED, output=outcome)
                 return Event(**outcome) if outcome else None
             cp.suspend(memo.wake_at)
-    _finish_suspended()
+    cp.finish_suspended()
 
 
 _PENDING: Any = object()
@@ -269,7 +277,7 @@ def invoke(exe: Runner, step_id: str, *, function: Any, data: Any, timeout: Any)
                 cp.suspend(memo.wake_at)
     if failed is not None:
         raise exe.step_error(name, failed.error or {})
-    _finish_suspended()
+    cp.finish_suspended()
 
 
 def _child_error(
