@@ -43,6 +43,7 @@ A bounded version is part of the suite (tests/test_model_based.py).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -107,8 +108,13 @@ TOP_KINDS = _weighted(
     invoke=1,
     send=1,
     slow=1,
+    signal=1,
+    patch=1,
 )
-BRANCH_KINDS = _weighted(atomic=2, append=1, flaky=2, nonretriable=1, retry_after=1, slow=1)
+# Any step kind may be a parallel group's member (waits park the run).
+BRANCH_KINDS = _weighted(
+    atomic=2, append=1, flaky=2, nonretriable=1, retry_after=1, slow=1, sleep=1, send=1, invoke=1
+)
 CHILD_KINDS = _weighted(atomic=2, append=1, flaky=2, nonretriable=1, slow=1, send=1)
 EXCEPTIONS = ["ValueError", "ValueError", "ValueError", "SystemExit", "KeyboardInterrupt"]
 
@@ -149,7 +155,7 @@ def generate_op(ch: Chooser, kind: str, name: str, retries: int) -> dict:
         op.update(catch=ch.chance(0.3))
     elif kind == "sleep":
         op.update(seconds=round(ch.uniform(0, 1), 2))
-    elif kind == "wait":
+    elif kind in ("wait", "signal"):
         if ch.chance(0.6):  # the event is sent `delay` seconds after the wait began
             op.update(send=True, delay=round(ch.uniform(0, 1), 2), timeout=10.0)
         else:
@@ -249,6 +255,12 @@ def _predict_op(op: dict, retries: int, steps: dict, children: dict, sent: list)
     if kind == "wait":
         steps[name] = ["wait_for_event", "completed", 1]
         return name if op["send"] else None
+    if kind == "signal":
+        steps[name] = ["wait_for_signal", "completed", 1]
+        return name if op["send"] else None
+    if kind == "patch":
+        steps[f"patch:{name}"] = ["patch", "completed", 1]
+        return True
     if kind == "send":
         steps[name] = ["send_event", "completed", 1]
         sent.append(name)
@@ -316,7 +328,7 @@ def _armed_waits(runs: dict[str, int], by_index: dict[int, dict]) -> list[tuple[
     from durable_flows.models import Step
 
     waiting = Step.objects.filter(
-        run_id__in=list(runs), kind="wait_for_event", status="waiting"
+        run_id__in=list(runs), kind__in=["wait_for_event", "wait_for_signal"], status="waiting"
     ).values_list("run_id", "name")
     found = []
     for run_id, name in waiting:
@@ -331,6 +343,12 @@ def _go(run_id: str, op: dict) -> None:
     from durable_flows.models import Run
     from tests.model_flows import GO_EVENT
 
+    if op["op"] == "signal":
+        from tests.model_flows import GO_SIGNAL
+
+        with contextlib.suppress(df.RunNotFound):  # it timed out meanwhile
+            df.signal(run_id, GO_SIGNAL, {"token": op["name"]})
+        return
     key = Run.objects.select_related("event").get(pk=run_id).event.data["key"]
     df.send(df.Event(name=GO_EVENT, data={"key": key, "token": op["name"]}))
 

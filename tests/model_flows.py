@@ -35,6 +35,7 @@ from .models import Effect
 RETRIES = (0, 1, 2, 3)  # one top-level and one child function per value
 CRASH_EXIT_CODE = 86  # what a crashing step exits with (the harness tells it from others)
 GO_EVENT = "model/go"  # resumes a wait step: data {"key": <program key>, "token": <step>}
+GO_SIGNAL = "go"  # resumes a signal step: data {"token": <step>}
 SENT_EVENT = "model/sent"  # sent by send steps; each starts one model-listener run
 
 
@@ -184,6 +185,11 @@ def _execute(ctx: df.Context, data: dict, op: dict) -> Any:
         timeout = timedelta(seconds=op["timeout"])
         event = ctx.step.wait_for_event(step, event=GO_EVENT, match="data.key", timeout=timeout)
         return event.data.get("token") if event else None
+    if kind == "signal":
+        got = ctx.step.wait_for_signal(step, GO_SIGNAL, timedelta(seconds=op["timeout"]))
+        return got.get("token") if got else None
+    if kind == "patch":
+        return ctx.patched(step)
     if kind == "send":
         event = df.Event(name=SENT_EVENT, data={"key": data["key"], "from": step})
         return len(ctx.step.send_event(step, event))

@@ -15,6 +15,7 @@ import durable_flows as df
 
 from .model_flows import (
     GO_EVENT,
+    GO_SIGNAL,
     RETRIES,
     SENT_EVENT,
     _append,
@@ -74,6 +75,12 @@ async def _execute(ctx: df.AsyncContext, data: dict, op: dict) -> Any:
             step, event=GO_EVENT, match="data.key", timeout=timeout
         )
         return event.data.get("token") if event else None
+    if kind == "signal":
+        timeout = timedelta(seconds=op["timeout"])
+        got = await ctx.step.wait_for_signal(step, GO_SIGNAL, timeout)
+        return got.get("token") if got else None
+    if kind == "patch":
+        return await ctx.patched(step)
     if kind == "send":
         event = df.Event(name=SENT_EVENT, data={"key": data["key"], "from": step})
         return len(await ctx.step.send_event(step, event))
