@@ -323,6 +323,7 @@ def echo(ctx: df.Context) -> object:
 from . import (  # noqa: E402, F401
     flows_async,
     flows_async_docs,
+    flows_async_rules,
     flows_cascade,
     flows_failures,
     flows_groups,
