@@ -334,4 +334,4 @@ from . import (  # noqa: E402, F401
     model_flows,
     model_flows_async,
 )
-from .docs_examples import typed_events  # noqa: E402, F401
+from .docs_examples import orchestration, typed_events  # noqa: E402, F401
