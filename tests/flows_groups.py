@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import durable_flows as df
 
 from .flows import record
@@ -72,6 +74,24 @@ async def async_mixed_group(ctx: df.AsyncContext) -> list:
                 lambda: ctx.step.run("double", _double, ctx.run_id, 2),
                 lambda: ctx.step.sleep("nap", "1s"),
                 lambda: ctx.step.invoke("child", function=group_child, data={"n": 2}),
+            )
+        )
+    )
+
+
+def _slowly(seconds: float) -> None:
+    time.sleep(seconds)  # code outside steps: the group is still planning meanwhile
+
+
+@df.function(id="invoke-races-park", trigger=df.TriggerEvent(event="test/invoke-races-park"))
+def invoke_races_park(ctx: df.Context) -> list:
+    """The child is started (and may finish) while the group goes on planning its next
+    member, before the run is parked: the run must still be woken for it."""
+    return list(
+        ctx.group.parallel(
+            (
+                lambda: ctx.step.invoke("child", function=group_child, data={"n": 5}),
+                lambda: (_slowly(1.0), ctx.step.wait_for_signal("go", "go", "1h"))[1],
             )
         )
     )

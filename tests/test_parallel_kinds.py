@@ -61,3 +61,18 @@ def test_an_async_function_awaits_a_group_of_mixed_kinds(start_worker):
     start_worker()
     run = wait_until(lambda: Run.objects.filter(event_id=event_id).first(), 30)
     assert df.handle(run.pk).result(timeout=60) == [4, None, 102]
+
+
+def test_a_child_that_finishes_before_its_group_is_parked_still_wakes_the_run(start_worker):
+    (event_id,) = df.send(df.Event(name="test/invoke-races-park"))
+    start_worker("--concurrency", "2")
+    start_worker("--concurrency", "2")
+    run = wait_until(lambda: Run.objects.filter(event_id=event_id).first(), 30)
+    # The child finished while the parent was still planning; the parent, parked for
+    # the signal, takes the child's result without waiting for the signal.
+    wait_until(
+        lambda: Step.objects.filter(run_id=run.pk, name="child", status="completed").exists(), 30
+    )
+    assert Run.objects.get(pk=run.pk).status in ("waiting", "running")
+    df.signal(run.pk, "go", {"ok": 1})
+    assert df.handle(run.pk).result(timeout=60) == [105, {"ok": 1}]

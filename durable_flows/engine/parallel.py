@@ -37,7 +37,17 @@ from ..exceptions import (
     RunCancelled,
     StepError,
 )
-from ..models import Step, StepKind, StepStatus, StepTask
+from ..models import (
+    FINISHED,
+    Run,
+    Signal,
+    Step,
+    StepKind,
+    StepStatus,
+    StepTask,
+    Wait,
+    WaitStatus,
+)
 from . import checkpoints, leases
 from .signals import Runner, Suspended
 
@@ -192,6 +202,10 @@ def park(execution: Runner, parked: Park) -> NoReturn:
     with transaction.atomic(using=using):
         if execution.fence():
             raise RunCancelled()
+        if parked.wakes and resolved_meanwhile(run, using):
+            # A child finished, an event or a signal came while the group was planning
+            # (the run was not waiting yet, so nothing woke it): look again at once.
+            until = now
         for item in planned:
             if item.memo is None:
                 checkpoints.save_step(
@@ -228,6 +242,35 @@ def park(execution: Runner, parked: Park) -> NoReturn:
         if planned:
             notify.work_available(using)
     raise Suspended()
+
+
+def resolved_meanwhile(run: Run, using: str) -> bool:
+    """Has a waiting member of this run's group been resolved already: an invoked run
+    finished, an awaited event delivered, a signal left for a signal wait? (The run's
+    row is locked: whatever resolves a member later finds the run waiting, and wakes it.)"""
+    waiting = Step.objects.using(using).filter(run_id=run.pk, status=StepStatus.WAITING)
+    names = dict(waiting.values_list("name", "kind"))
+    if not names:
+        return False
+    invoked = [name for name, kind in names.items() if kind == StepKind.INVOKE]
+    if invoked and (
+        Run.objects.using(using)
+        .filter(parent_run_id=run.pk, parent_step__in=invoked, status__in=FINISHED)
+        .exists()
+    ):
+        return True
+    awaited = [name for name, kind in names.items() if kind == StepKind.WAIT_FOR_EVENT]
+    if awaited and (
+        Wait.objects.using(using)
+        .filter(run_id=run.pk, step_name__in=awaited)
+        .exclude(status=WaitStatus.PENDING)
+        .exists()
+    ):
+        return True
+    signalled = StepKind.WAIT_FOR_SIGNAL in names.values()
+    return signalled and (
+        Signal.objects.using(using).filter(run_id=run.pk, delivered_at__isnull=True).exists()
+    )
 
 
 # --- step tasks -------------------------------------------------------------------
