@@ -20,7 +20,7 @@ from ..durations import parse_duration
 from ..exceptions import RunNotFound, StepUsageError
 from ..models import FINISHED, Run, RunStatus, Signal, Step, StepKind, StepStatus
 from .signals import Runner
-from .waiting import _Checkpoint
+from .waiting import Checkpoint
 
 NAME_LIMIT = 255
 
@@ -84,7 +84,7 @@ def wait_for_signal(exe: Runner, step_id: str, name: str, timeout: Any) -> dict[
     exe.boundary()
     now = clock.now()
     expires: datetime = memo.wake_at if memo is not None and memo.wake_at else now + limit
-    cp = _Checkpoint(exe, step_name, position, StepKind.WAIT_FOR_SIGNAL, memo, now)
+    cp = Checkpoint(exe, step_name, position, StepKind.WAIT_FOR_SIGNAL, memo, now)
     using = exe.using
     with transaction.atomic(using=using):
         cp.fence()

@@ -16,7 +16,7 @@ from .. import clock
 from ..exceptions import StepUsageError
 from ..models import StepKind, StepStatus
 from .signals import Runner
-from .waiting import _Checkpoint
+from .waiting import Checkpoint
 
 _CHANGE_ID = re.compile(r"^[A-Za-z0-9._:/-]{1,200}$")
 
@@ -38,7 +38,7 @@ def patched(exe: Runner, change_id: str) -> bool:
         other.position >= position and other.kind != StepKind.PATCH for other in exe.memos.values()
     )
     exe.boundary()
-    cp = _Checkpoint(exe, name, position, StepKind.PATCH, memo, clock.now())
+    cp = Checkpoint(exe, name, position, StepKind.PATCH, memo, clock.now())
     with transaction.atomic(using=exe.using):
         cp.fence()
         cp.save(StepStatus.COMPLETED, output=not old)

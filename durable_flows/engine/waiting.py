@@ -44,7 +44,7 @@ def _duration(value: Any, what: str) -> timedelta:
         raise StepUsageError(str(exc)) from None
 
 
-class _Checkpoint:
+class Checkpoint:
     """A fenced transaction around a waiting step's record."""
 
     def __init__(
@@ -58,6 +58,7 @@ class _Checkpoint:
     ):
         self.exe, self.name, self.position, self.kind, self.memo = exe, name, position, kind, memo
         self.now = now
+        self.until: datetime | None = None  # when the parked run looks again (suspend)
 
     def fence(self) -> None:
         """Prove the lease; a pending cancel stops the run here instead of suspending it."""
@@ -95,7 +96,7 @@ class _Checkpoint:
         """After the transaction: the run is parked (``Suspended``), or, in a group, this
         member waits (``Pending``)."""
         if self.exe.planning is not None:
-            raise Pending(getattr(self, "until", None))
+            raise Pending(self.until)
         raise Suspended()
 
 
@@ -109,7 +110,7 @@ def sleep(exe: Runner, step_id: str, until: datetime | None, delta: timedelta | 
     exe.boundary()
     now = clock.now()
     wake = memo.wake_at if memo is not None and memo.wake_at else (until or now + delta)  # type: ignore[operator]
-    cp = _Checkpoint(exe, name, position, StepKind.SLEEP, memo, now)
+    cp = Checkpoint(exe, name, position, StepKind.SLEEP, memo, now)
     with transaction.atomic(using=exe.using):
         cp.fence()
         if wake <= now:
@@ -160,7 +161,7 @@ def wait_for_event(
         return Event(**memo.output) if memo.output else None
     exe.boundary()
     now = clock.now()
-    cp = _Checkpoint(exe, name, position, StepKind.WAIT_FOR_EVENT, memo, now)
+    cp = Checkpoint(exe, name, position, StepKind.WAIT_FOR_EVENT, memo, now)
     using = exe.using
     with transaction.atomic(using=using):
         cp.fence()
@@ -238,7 +239,7 @@ def invoke(exe: Runner, step_id: str, *, function: Any, data: Any, timeout: Any)
     exe.boundary()
     now = clock.now()
     using = exe.using
-    cp = _Checkpoint(exe, name, position, StepKind.INVOKE, memo, now)
+    cp = Checkpoint(exe, name, position, StepKind.INVOKE, memo, now)
     failed: Step | None = None
     with transaction.atomic(using=using):
         cp.fence()
